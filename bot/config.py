@@ -1,0 +1,264 @@
+"""All configuration in one pydantic-settings class.
+
+Values come from the environment and `.env`; secrets may come from files (`BOT_TOKEN_FILE`,
+`POSTGRES_PASSWORD_FILE`, `LLM_API_KEY_FILE`) or from Docker/Compose secrets under
+`/run/secrets/<name>`. A bad value stops start-up with one line naming the variable (see
+`load_settings`), and secrets are `SecretStr` so they never show in reprs, logs or errors.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from db.types import Lang
+
+SECRETS_DIR = Path("/run/secrets")
+TELEGRAM_API_DEFAULT = "https://api.telegram.org"
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased as one line for the operator."""
+
+
+def _read_secret_file(path: str | os.PathLike[str], variable: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"{variable}: cannot read {path}: {exc.strerror}") from None
+
+
+def _check_url(value: str, schemes: tuple[str, ...], what: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not parts.hostname and not parts.path:
+        raise ValueError(f"not a {what} URL (expected {' or '.join(schemes)}://...)")
+    try:
+        _ = parts.port
+    except ValueError:
+        raise ValueError(f"not a {what} URL: bad port") from None
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        hide_input_in_errors=True,
+    )
+
+    # Telegram
+    bot_token: SecretStr | None = None
+    bot_token_file: Path | None = None
+    telegram_api_url: str = TELEGRAM_API_DEFAULT
+    admin_ids: Annotated[frozenset[int], NoDecode] = frozenset()
+
+    # Stores
+    database_url: str | None = None
+    postgres_password: SecretStr | None = None
+    postgres_password_file: Path | None = None
+    redis_url: str | None = None
+    db_pool_size: int = Field(5, ge=1, le=100)
+    db_max_overflow: int = Field(10, ge=0, le=200)
+    db_pool_recycle: int = Field(3600, ge=30)
+    db_pool_timeout: float = Field(10.0, gt=0)
+    redis_socket_timeout: float = Field(0.25, gt=0, le=5)
+    redis_max_connections: int = Field(50, ge=2)
+    cache_prefix: str = Field("horo", pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    cache_schema_version: str = Field("v1", pattern=r"^v[0-9]{1,4}$")
+    cache_enabled: bool = True
+    data_dir: Path = Path(".data")
+
+    # Product
+    bot_timezone: str = "Europe/Moscow"
+    default_lang: Lang = Lang.RU
+    enabled_langs: Annotated[tuple[Lang, ...], NoDecode] = (Lang.RU, Lang.EN)
+    default_push_hour: int = Field(9, ge=0, le=23)
+    throttle_rate: float = Field(0.5, gt=0, description="seconds between two updates of a user")
+
+    # Horoscope generation
+    horoscope_generator: Literal["template", "openai"] = "template"
+    llm_base_url: str = "https://api.openai.com/v1"
+    llm_api_key: SecretStr | None = None
+    llm_api_key_file: Path | None = None
+    llm_model: str = "gpt-4o-mini"
+    llm_timeout: float = Field(20.0, gt=0)
+
+    # Jobs (times of day in BOT_TIMEZONE, HH:MM)
+    precompute_times: Annotated[tuple[dt.time, ...], NoDecode] = (dt.time(0, 5), dt.time(20, 0))
+    flush_views_seconds: int = Field(30, ge=1)
+    flush_last_seen_seconds: int = Field(60, ge=1)
+    push_rate_per_second: float = Field(25.0, gt=0, le=30)
+    scheduler_enabled: bool = True
+
+    # Operations
+    log_format: Literal["json", "console"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    metrics_addr: str = "127.0.0.1:9101"
+    run_migrations: bool = True
+    playground_addr: str = "127.0.0.1:8080"
+
+    # -- validators -------------------------------------------------------------------------
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("bot_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name like Europe/Moscow)")
+        return value
+
+    @field_validator("admin_ids", mode="before")
+    @classmethod
+    def _parse_admin_ids(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            items = [item.strip() for item in value.replace(";", ",").split(",") if item.strip()]
+            bad = [item for item in items if not item.lstrip("-").isdigit()]
+            if bad:
+                raise ValueError(f"not a numeric Telegram id: {bad[0]!r}")
+            return frozenset(int(item) for item in items)
+        return value
+
+    @field_validator("enabled_langs", mode="before")
+    @classmethod
+    def _parse_langs(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(item.strip().lower() for item in value.split(",") if item.strip())
+        return value
+
+    @field_validator("precompute_times", mode="before")
+    @classmethod
+    def _parse_times(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            out = []
+            for item in value.split(","):
+                try:
+                    out.append(dt.time.fromisoformat(item.strip()))
+                except ValueError:
+                    raise ValueError(f"not a time of day HH:MM: {item.strip()!r}") from None
+            return tuple(out)
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        value = _check_url(value, ("postgresql", "postgresql+asyncpg", "postgres"), "PostgreSQL")
+        # One driver everywhere: asyncpg.
+        for plain in ("postgresql://", "postgres://"):
+            if value.startswith(plain):
+                value = "postgresql+asyncpg://" + value[len(plain) :]
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        return _check_url(value, ("redis", "rediss", "unix"), "Redis")
+
+    @field_validator("telegram_api_url", "llm_base_url")
+    @classmethod
+    def _check_http_url(cls, value: str) -> str:
+        return _check_url(value, ("http", "https"), "HTTP").rstrip("/")
+
+    @field_validator("metrics_addr", "playground_addr")
+    @classmethod
+    def _check_addr(cls, value: str) -> str:
+        if value == "":
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"not host:port: {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _secrets_from_files(self) -> Settings:
+        """`*_FILE` wins over /run/secrets/<name>; an explicit value wins over both."""
+        for field, file_field, secret_name in (
+            ("bot_token", "bot_token_file", "telegram_bot_token"),
+            ("postgres_password", "postgres_password_file", "postgres_password"),
+            ("llm_api_key", "llm_api_key_file", "llm_api_key"),
+        ):
+            if getattr(self, field) is not None:
+                continue
+            path = getattr(self, file_field)
+            if path is None and (SECRETS_DIR / secret_name).is_file():
+                path = SECRETS_DIR / secret_name
+            if path is not None:
+                secret = _read_secret_file(path, file_field.upper())
+                object.__setattr__(self, field, SecretStr(secret) if secret else None)
+        token = self.bot_token.get_secret_value() if self.bot_token else ""
+        if token and (":" not in token or not token.split(":", 1)[0].isdigit()):
+            raise ValueError("BOT_TOKEN: does not look like a bot token (<digits>:<secret>)")
+        return self
+
+    # -- derived ----------------------------------------------------------------------------
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.bot_timezone)
+
+    @property
+    def bot_id(self) -> int | None:
+        if self.bot_token is None:
+            return None
+        return int(self.bot_token.get_secret_value().split(":", 1)[0])
+
+    def database_url_with_password(self) -> str | None:
+        """DATABASE_URL with POSTGRES_PASSWORD(_FILE) filled in when the URL carries none."""
+        if self.database_url is None or self.postgres_password is None:
+            return self.database_url
+        parts = urlsplit(self.database_url)
+        if parts.password or not parts.username:
+            return self.database_url
+        from urllib.parse import quote
+
+        netloc = (
+            f"{parts.username}:{quote(self.postgres_password.get_secret_value(), safe='')}"
+            f"@{parts.hostname}{':' + str(parts.port) if parts.port else ''}"
+        )
+        return parts._replace(netloc=netloc).geturl()
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    loc = ".".join(str(part) for part in first.get("loc", ()))
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    return f"{loc.upper()}: {message}" if loc else message
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings, turning a validation error into one ConfigError line."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(f"configuration error: {_describe(exc)}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,121 @@
+"""structlog set-up: JSON lines in production, a readable console in development.
+
+stdlib logging (aiogram, SQLAlchemy, APScheduler, asyncio) is routed through the same processor
+chain, contextvars carry update_id / user_id / job, and a masking processor removes anything
+shaped like a bot token or an API key before a line is rendered, wherever it came from.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+from structlog.types import EventDict, Processor
+
+# <bot id>:<35 chars>, also inside URLs like /bot123:AA.../getMe; OpenAI-style sk-... keys.
+_TOKEN_RE = re.compile(r"(?<!\d)(\d{5,16}):[A-Za-z0-9_-]{30,}")
+_APIKEY_RE = re.compile(r"\bsk-[A-Za-z0-9_-]{16,}")
+_SECRET_KEYS = frozenset({"token", "bot_token", "api_key", "llm_api_key", "password", "authorization"})
+
+
+def mask_secrets_in_text(text: str) -> str:
+    text = _TOKEN_RE.sub(r"\1:***", text)
+    return _APIKEY_RE.sub("sk-***", text)
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_secrets_in_text(value)
+    if isinstance(value, Mapping):
+        return {k: ("***" if str(k).lower() in _SECRET_KEYS else _mask(v)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_mask(v) for v in value)
+    return value
+
+
+def mask_secrets(_: Any, __: str, event_dict: EventDict) -> EventDict:
+    """Processor: never let a bot token or API key reach a log line."""
+    for key, value in list(event_dict.items()):
+        if key.lower() in _SECRET_KEYS and value is not None:
+            event_dict[key] = "***"
+        elif isinstance(value, str | Mapping | list | tuple):
+            event_dict[key] = _mask(value)
+        elif isinstance(value, BaseException):
+            event_dict[key] = mask_secrets_in_text(repr(value))
+    return event_dict
+
+
+def _mask_rendered(_: Any, __: str, event_dict: EventDict) -> EventDict:
+    # Tracebacks are rendered into "exception" by format_exc_info: mask them too.
+    exc = event_dict.get("exception")
+    if isinstance(exc, str):
+        event_dict["exception"] = mask_secrets_in_text(exc)
+    return event_dict
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+    """Configure structlog and route stdlib logging through the same pipeline. Idempotent."""
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        mask_secrets,
+    ]
+    renderer: Processor
+    if fmt == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        final: list[Processor] = [_mask_rendered, renderer]
+    else:
+        final = [
+            structlog.processors.format_exc_info,
+            _mask_rendered,
+            structlog.processors.JSONRenderer(),
+        ]
+
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.UnicodeDecoder(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Libraries that are chatty at INFO: keep their warnings, drop their noise.
+    for name, lib_level in (
+        ("sqlalchemy.engine", "WARNING"),
+        ("aiogram.event", "WARNING" if level != "DEBUG" else "DEBUG"),
+        ("apscheduler.executors.default", "WARNING"),
+        ("aiohttp.access", "WARNING"),
+    ):
+        logging.getLogger(name).setLevel(lib_level)
+
+
+def bind_context(**values: Any) -> None:
+    structlog.contextvars.bind_contextvars(**values)
+
+
+def clear_context(*keys: str) -> None:
+    if keys:
+        structlog.contextvars.unbind_contextvars(*keys)
+    else:
+        structlog.contextvars.clear_contextvars()
+
+

@@ -1,0 +1,72 @@
+"""Run Alembic migrations to head, once, even when several bot processes start together.
+
+A Postgres advisory lock serialises concurrent starters: the first migrates, the others wait for
+the lock and then find nothing left to do.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import structlog
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+log = structlog.get_logger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Any constant 64-bit number, the same for every process of this application.
+MIGRATION_LOCK_ID = 0x686F726F_6D696772  # "horomigr"
+
+
+def alembic_config(url: str | None = None) -> Config:
+    cfg = Config(toml_file=str(PROJECT_ROOT / "pyproject.toml"))
+    cfg.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
+    if url:
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def _upgrade(connection: Connection, revision: str) -> None:
+    cfg = alembic_config()
+    cfg.attributes["connection"] = connection
+    command.upgrade(cfg, revision)
+
+
+def _downgrade(connection: Connection, revision: str) -> None:
+    cfg = alembic_config()
+    cfg.attributes["connection"] = connection
+    command.downgrade(cfg, revision)
+
+
+async def upgrade(url: str, revision: str = "head") -> None:
+    engine = create_async_engine(url, poolclass=None)
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+            await connection.commit()
+            try:
+                log.info("migrations_started", target=revision)
+                await connection.run_sync(_upgrade, revision)
+                await connection.commit()
+                log.info("migrations_done", target=revision)
+            finally:
+                await connection.execute(
+                    text("SELECT pg_advisory_unlock(:id)"), {"id": MIGRATION_LOCK_ID}
+                )
+                await connection.commit()
+    finally:
+        await engine.dispose()
+
+
+async def downgrade(url: str, revision: str = "base") -> None:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(_downgrade, revision)
+            await connection.commit()
+    finally:
+        await engine.dispose()

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from bot.config import ConfigError, load_settings
+from db.types import Lang
+
+TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in (
+        "BOT_TOKEN", "BOT_TOKEN_FILE", "DATABASE_URL", "REDIS_URL", "ADMIN_IDS", "BOT_TIMEZONE",
+        "DEFAULT_LANG", "POSTGRES_PASSWORD", "POSTGRES_PASSWORD_FILE", "LOG_LEVEL",
+    ):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+
+
+def test_defaults() -> None:
+    s = load_settings()
+    assert s.bot_timezone == "Europe/Moscow"
+    assert s.default_lang is Lang.RU
+    assert s.cache_prefix == "horo"
+    assert s.log_format == "json"
+    assert s.metrics_addr == "127.0.0.1:9101"
+    assert s.run_migrations is True
+    assert s.telegram_api_url == "https://api.telegram.org"
+    assert s.precompute_times == (dt.time(0, 5), dt.time(20, 0))
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("BOT_TIMEZONE", "Mars/Olympus", "BOT_TIMEZONE: unknown time zone 'Mars/Olympus'"),
+        ("DATABASE_URL", "nonsense", "DATABASE_URL: not a PostgreSQL URL"),
+        ("REDIS_URL", "http://x", "REDIS_URL: not a Redis URL"),
+        ("ADMIN_IDS", "1, two", "ADMIN_IDS: not a numeric Telegram id: 'two'"),
+        ("TELEGRAM_API_URL", "ftp://x", "TELEGRAM_API_URL: not a HTTP URL"),
+        ("METRICS_ADDR", "nohost", "METRICS_ADDR: not host:port"),
+        ("DEFAULT_LANG", "de", "DEFAULT_LANG:"),
+    ],
+)
+def test_bad_value_is_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_admin_ids_and_urls(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADMIN_IDS", "1, 22;333")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@h:5432/d")
+    s = load_settings()
+    assert s.admin_ids == frozenset({1, 22, 333})
+    assert s.database_url == "postgresql+asyncpg://u@h:5432/d"
+
+
+def test_secret_from_file_never_in_repr_or_errors(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    monkeypatch.setenv("BOT_TOKEN_FILE", str(token_file))
+    password_file = tmp_path / "pw"
+    password_file.write_text("s3cr:et@")
+    monkeypatch.setenv("POSTGRES_PASSWORD_FILE", str(password_file))
+    monkeypatch.setenv("DATABASE_URL", "postgresql+asyncpg://bot@db:5432/horo")
+    s = load_settings()
+    assert s.bot_token is not None and s.bot_token.get_secret_value() == TOKEN
+    assert s.bot_id == 123456789
+    assert TOKEN not in repr(s) and TOKEN not in str(s.model_dump())
+    assert "s3cr" not in repr(s)
+    assert s.database_url_with_password() == "postgresql+asyncpg://bot:s3cr%3Aet%40@db:5432/horo"
+
+    monkeypatch.setenv("BOT_TIMEZONE", "Nowhere/Zone")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert TOKEN not in str(info.value)
+
+
+def test_missing_secret_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("BOT_TOKEN_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="BOT_TOKEN_FILE: cannot read"):
+        load_settings()
+
+
+def test_malformed_token_is_rejected_without_echo(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOT_TOKEN", "not-a-token-secretvalue")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert "secretvalue" not in str(info.value)
