@@ -1,0 +1,816 @@
+"""The cache-aside engine: Redis first, then the loader, never an error because of Redis.
+
+Read path of ``get_or_load``:
+
+1. One GET (concurrent GETs of one key in this process share one round trip). A hit is
+   decoded and returned: no lock, no PTTL, no second command. Values are stored in an
+   envelope ``header + payload``; the 13-byte header (kind, expiry ms, load time ms) lets
+   negative caching and early refresh work from the GET reply alone.
+2. Miss: single-flight in this process, then ``SET key:lock token NX PX lease`` across
+   processes. The winner loads, and one Lua script writes the value *only if it still holds
+   the lock* (an invalidation deletes the lock, so a load that raced a write cannot put the
+   old value back), releases the lock and PUBLISHes on ``key:chan``. Losers do not poll:
+   they SUBSCRIBE, re-check GET once, wait for the message (bounded by ``lock_wait``), GET.
+   After the bound they take the lock if it is free, else load without writing.
+3. Redis errors of any kind are counted and swallowed; the circuit breaker skips Redis for
+   a cool-down after repeated connection failures/timeouts so a dead Redis costs nothing.
+   Loader exceptions propagate (to every single-flight waiter) and are never cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import struct
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, cast
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from cache.breaker import CircuitBreaker
+from cache.codec import Codec, CodecError
+from cache.invalidation import flush_invalidations as _flush_invalidations
+from cache.invalidation import invalidate_after_commit as _invalidate_after_commit
+from cache.keys import namespace_of
+from cache.lock import RedisLock
+from cache.metrics import CacheMetrics, default_metrics
+from cache.singleflight import SingleFlight
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+__all__ = ["NOT_FOUND", "CacheAside", "Load", "SideCommand", "Ttl"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: ttl in seconds, or a function of the loaded value returning seconds (<= 0: do not cache)
+Ttl = float | Callable[[Any], float]
+
+# Envelope header: kind (1 byte), hard expiry as unix ms (8), load duration ms (4).
+_HDR: Final = struct.Struct("!BQI")
+_HDR_SIZE: Final = _HDR.size
+_KIND_VALUE: Final = 0x56  # "V"
+_KIND_NOT_FOUND: Final = 0x4E  # "N"
+_MAX_DELTA_MS: Final = 0xFFFFFFFF
+
+#: Errors that mean "Redis is unavailable right now" and trip the breaker.
+_UNAVAILABLE: Final = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
+#: Everything Redis (or the network) can throw at us; never reaches the caller.
+_REDIS_ERRORS: Final = (RedisError, OSError, TimeoutError)
+
+# Write the value only while we still hold the lock, release it, wake the waiters. Publishing
+# happens even when the write is dropped so that waiters fall back at once instead of after
+# lock_wait. ARGV: token, payload, px (0 = do not write), channel.
+_COMMIT = """
+local ours = redis.call('GET', KEYS[2]) == ARGV[1]
+if ours then
+  if tonumber(ARGV[3]) > 0 then
+    redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  end
+  redis.call('DEL', KEYS[2])
+end
+redis.call('PUBLISH', ARGV[4], '1')
+if ours then return 1 end
+return 0
+"""
+
+
+class _NotFound:
+    """Marker for "the loader found nothing" (distinct from a stored None and from errors)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NOT_FOUND"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+NOT_FOUND: Final = _NotFound()
+
+
+class _OwnerGone(Exception):
+    """The coalesced GET's owner was cancelled; joiners issue their own GET."""
+
+
+@dataclass(frozen=True, slots=True)
+class SideCommand:
+    """A Redis write sent in the same round trip as a read (e.g. a view counter HINCRBY).
+
+    ``fallback`` is awaited when the command could not run (Redis error, breaker open, cache
+    disabled): the caller's way to write the same fact straight to Postgres so nothing is
+    lost. Fallback exceptions are logged and swallowed.
+    """
+
+    args: tuple[Any, ...]
+    fallback: Callable[[], Awaitable[None]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Load(Generic[T]):
+    """One entry of ``load_many``: the same options as ``get_or_load``."""
+
+    key: str
+    loader: Callable[[], Awaitable[T | None]]
+    codec: Codec[T]
+    ttl: Ttl
+    negative_ttl: float | None = None
+    lock: bool = True
+    early_refresh: float | None = None
+
+
+class CacheAside:
+    """Redis-first cache-aside with single-flight, a cross-process lock and graceful degrade.
+
+    ``redis=None`` disables the cache (every call goes to the loader, still single-flighted).
+    """
+
+    #: XFetch beta: >1 refreshes earlier, <1 later. 1.0 is the paper's optimum.
+    xfetch_beta: float = 1.0
+
+    def __init__(
+        self,
+        redis: Redis | None,
+        *,
+        metrics: CacheMetrics | None = None,
+        breaker: CircuitBreaker | None = None,
+        jitter: float = 0.1,
+        lock_lease: float = 10.0,
+        lock_wait: float = 5.0,
+        op_timeout: float = 0.3,
+    ) -> None:
+        if not 0 <= jitter < 1:
+            raise ValueError("jitter must be in [0, 1)")
+        self.redis = redis
+        self.metrics = metrics if metrics is not None else default_metrics()
+        self.breaker = breaker if breaker is not None else CircuitBreaker()
+        self.breaker.on_change = self.metrics.set_breaker_state
+        self.metrics.set_breaker_state(self.breaker.state)
+        self.jitter = jitter
+        self.lock_lease = lock_lease
+        self.lock_wait = lock_wait
+        self.op_timeout = op_timeout
+        self._flight = SingleFlight()
+        self._refresh_flight = SingleFlight()
+        self._gets: dict[str, asyncio.Future[bytes | None]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._refresh_backoff: dict[str, float] = {}
+        self._commit_script: AsyncScript | None = (
+            redis.register_script(_COMMIT) if redis is not None else None
+        )
+
+    # ------------------------------------------------------------------ helpers
+
+    def _track(self, task: asyncio.Task[Any]) -> None:
+        """Keep a strong reference to a background task until it ends (asyncio keeps weak)."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _usable(self) -> Redis | None:
+        redis = self.redis
+        if redis is not None and self.breaker.allow():
+            return redis
+        return None
+
+    def _redis_failed(self, ns: str, exc: BaseException) -> None:
+        self.metrics.event(ns, "redis_error")
+        if isinstance(exc, _UNAVAILABLE):
+            self.breaker.record_failure()
+        else:  # the server answered (OOM, READONLY, WRONGTYPE...): it is alive
+            self.breaker.record_success()
+        log.debug("redis error in namespace %s: %r", ns, exc)
+
+    def _ttl_ms(self, ttl: Ttl, value: Any) -> int:
+        """Jittered TTL in ms for ``value``; 0 means "do not cache"."""
+        seconds = ttl(value) if callable(ttl) else ttl
+        if seconds <= 0:
+            return 0
+        if self.jitter:
+            seconds *= 1.0 + self.jitter * (2.0 * random.random() - 1.0)
+        return max(1, int(seconds * 1000))
+
+    @staticmethod
+    def _envelope(kind: int, px: int, delta_ms: int, payload: bytes = b"") -> bytes:
+        expiry = int(time.time() * 1000) + px
+        return _HDR.pack(kind, expiry, min(delta_ms, _MAX_DELTA_MS)) + payload
+
+    async def _run_fallbacks(self, also: Sequence[SideCommand]) -> None:
+        for cmd in also:
+            if cmd.fallback is None:
+                continue
+            try:
+                await cmd.fallback()
+            except Exception:
+                log.exception("side command fallback failed: %r", cmd.args[:2])
+
+    async def _get(self, redis: Redis, key: str) -> bytes | None:
+        """GET with a timeout; concurrent GETs of one key in this process share one trip."""
+        gets = self._gets
+        fut = gets.get(key)
+        if fut is not None:
+            with contextlib.suppress(_OwnerGone):
+                return await asyncio.shield(fut)
+        fut = asyncio.get_running_loop().create_future()
+        gets[key] = fut
+        try:
+            async with asyncio.timeout(self.op_timeout):
+                data = cast("bytes | None", await redis.get(key))
+        except BaseException as exc:
+            fut.set_exception(exc if isinstance(exc, Exception) else _OwnerGone())
+            fut.exception()  # retrieved: no "never retrieved" noise when nobody joined
+            raise
+        else:
+            fut.set_result(data)
+            return data
+        finally:
+            if gets.get(key) is fut:
+                del gets[key]
+
+    async def _read_with_side(
+        self, redis: Redis, cmd: tuple[Any, ...], also: Sequence[SideCommand]
+    ) -> Any:
+        """Send one read plus the side commands in one pipeline; run fallbacks of failures."""
+        async with asyncio.timeout(self.op_timeout):
+            pipe = redis.pipeline(transaction=False)
+            pipe.execute_command(*cmd)
+            for side in also:
+                pipe.execute_command(*side.args)
+            results = await pipe.execute(raise_on_error=False)
+        failed = [s for s, r in zip(also, results[1:], strict=True) if isinstance(r, Exception)]
+        if failed:
+            await self._run_fallbacks(failed)
+        first = results[0]
+        if isinstance(first, Exception):
+            raise first
+        return first
+
+    # ------------------------------------------------------------------ reads
+
+    async def get_or_load(
+        self,
+        key: str,
+        loader: Callable[[], Awaitable[T | None]],
+        *,
+        ttl: Ttl,
+        codec: Codec[T],
+        negative_ttl: float | None = None,
+        lock: bool = True,
+        early_refresh: float | None = None,
+        also: Sequence[SideCommand] = (),
+    ) -> T | None:
+        """Return the cached value of ``key``, loading (once, everywhere) on a miss.
+
+        None means "not found" (the loader returned None); that is cached for
+        ``negative_ttl`` seconds when given. ``also`` are extra Redis writes sent in the same
+        round trip as the GET.
+        """
+        ns = namespace_of(key)
+        redis = self.redis
+        if redis is None or not self.breaker.allow():
+            if also:
+                await self._run_fallbacks(also)
+            return await self._load(key, ns, loader, ttl, codec, negative_ttl, lock, False)
+        try:
+            if also:
+                data = await self._read_with_side(redis, ("GET", key), also)
+            else:
+                data = await self._get(redis, key)
+        except _REDIS_ERRORS as exc:
+            self._redis_failed(ns, exc)
+            if also:
+                await self._run_fallbacks(also)
+            return await self._load(key, ns, loader, ttl, codec, negative_ttl, lock, False)
+        self.breaker.record_success()
+        if data is not None:
+            try:
+                kind, expiry, delta = _HDR.unpack_from(data)
+                if kind == _KIND_VALUE:
+                    value = codec.decode(memoryview(data)[_HDR_SIZE:])
+                    self.metrics.event(ns, "hit")
+                    if early_refresh is not None:
+                        self._maybe_refresh(
+                            key, ns, loader, ttl, codec, negative_ttl, early_refresh, expiry, delta
+                        )
+                    return value
+                if kind == _KIND_NOT_FOUND:
+                    self.metrics.event(ns, "negative_hit")
+                    return None
+                raise CodecError(f"unknown envelope kind {kind:#x}")
+            except (struct.error, CodecError) as exc:
+                await self._drop_undecodable(redis, key, ns, exc)
+        self.metrics.event(ns, "miss")
+        return await self._load(key, ns, loader, ttl, codec, negative_ttl, lock, True)
+
+    async def _drop_undecodable(self, redis: Redis, key: str, ns: str, exc: Exception) -> None:
+        self.metrics.event(ns, "decode_error")
+        log.warning("undecodable cache value at %s: %s", key, exc)
+        try:
+            async with asyncio.timeout(self.op_timeout):
+                await redis.delete(key)
+        except _REDIS_ERRORS as err:
+            self._redis_failed(ns, err)
+
+    def _decode_hit(
+        self, data: bytes, ld: Load[Any], ns: str
+    ) -> tuple[bool, Any, bool]:  # (found, value, undecodable)
+        try:
+            kind, expiry, delta = _HDR.unpack_from(data)
+            if kind == _KIND_VALUE:
+                value = ld.codec.decode(memoryview(data)[_HDR_SIZE:])
+                self.metrics.event(ns, "hit")
+                if ld.early_refresh is not None:
+                    self._maybe_refresh(
+                        ld.key,
+                        ns,
+                        ld.loader,
+                        ld.ttl,
+                        ld.codec,
+                        ld.negative_ttl,
+                        ld.early_refresh,
+                        expiry,
+                        delta,
+                    )
+                return True, value, False
+            if kind == _KIND_NOT_FOUND:
+                self.metrics.event(ns, "negative_hit")
+                return True, None, False
+            raise CodecError(f"unknown envelope kind {kind:#x}")
+        except (struct.error, CodecError) as exc:
+            self.metrics.event(ns, "decode_error")
+            log.warning("undecodable cache value at %s: %s", ld.key, exc)
+            return False, None, True
+
+    async def load_many(
+        self, loads: Sequence[Load[Any]], *, also: Sequence[SideCommand] = ()
+    ) -> list[Any]:
+        """``get_or_load`` for several keys with ONE round trip (MGET + side commands).
+
+        Misses then load concurrently, each through single-flight and the lock.
+        """
+        n = len(loads)
+        datas: list[bytes | None] = [None] * n
+        use_redis = False
+        redis = self._usable()
+        first_ns = namespace_of(loads[0].key) if loads else "?"
+        if redis is None:
+            await self._run_fallbacks(also)
+        elif n or also:
+            try:
+                if n:
+                    datas = await self._read_with_side(
+                        redis, ("MGET", *(ld.key for ld in loads)), also
+                    )
+                else:
+                    await self._read_with_side(redis, ("PING",), also)
+                use_redis = True
+                self.breaker.record_success()
+            except _REDIS_ERRORS as exc:
+                self._redis_failed(first_ns, exc)
+                await self._run_fallbacks(also)
+        results: list[Any] = [None] * n
+        pending: list[tuple[int, Awaitable[Any]]] = []
+        bad: list[str] = []
+        for i, (ld, data) in enumerate(zip(loads, datas, strict=True)):
+            ns = namespace_of(ld.key)
+            if data is not None:
+                found, value, undecodable = self._decode_hit(data, ld, ns)
+                if found:
+                    results[i] = value
+                    continue
+                if undecodable:
+                    bad.append(ld.key)
+            if use_redis:
+                self.metrics.event(ns, "miss")
+            coro = self._load(
+                ld.key, ns, ld.loader, ld.ttl, ld.codec, ld.negative_ttl, ld.lock, use_redis
+            )
+            pending.append((i, coro))
+        if bad and redis is not None:
+            await self._delete_quietly(redis, bad, first_ns)
+        if pending:
+            values = await asyncio.gather(*(c for _, c in pending))
+            for (i, _), value in zip(pending, values, strict=True):
+                results[i] = value
+        return results
+
+    async def get_many(self, keys: Sequence[str], codec: Codec[T]) -> list[T | None]:
+        """One MGET; a miss, NOT_FOUND, an undecodable value or a Redis error give None."""
+        if not keys:
+            return []
+        redis = self._usable()
+        ns = namespace_of(keys[0])
+        if redis is None:
+            return [None] * len(keys)
+        try:
+            async with asyncio.timeout(self.op_timeout):
+                datas = cast("list[bytes | None]", await redis.mget(keys))
+        except _REDIS_ERRORS as exc:
+            self._redis_failed(ns, exc)
+            return [None] * len(keys)
+        self.breaker.record_success()
+        out: list[T | None] = []
+        for key, data in zip(keys, datas, strict=True):
+            kns = namespace_of(key)
+            if data is None:
+                self.metrics.event(kns, "miss")
+                out.append(None)
+                continue
+            try:
+                kind, _, _ = _HDR.unpack_from(data)
+                if kind == _KIND_VALUE:
+                    out.append(codec.decode(memoryview(data)[_HDR_SIZE:]))
+                    self.metrics.event(kns, "hit")
+                elif kind == _KIND_NOT_FOUND:
+                    out.append(None)
+                    self.metrics.event(kns, "negative_hit")
+                else:
+                    raise CodecError(f"unknown envelope kind {kind:#x}")
+            except (struct.error, CodecError):
+                self.metrics.event(kns, "decode_error")
+                out.append(None)
+        return out
+
+    # ------------------------------------------------------------------ loading
+
+    async def _load(
+        self,
+        key: str,
+        ns: str,
+        loader: Callable[[], Awaitable[T | None]],
+        ttl: Ttl,
+        codec: Codec[T],
+        negative_ttl: float | None,
+        lock: bool,
+        use_redis: bool,
+    ) -> T | None:
+        if key in self._flight:
+            self.metrics.event(ns, "singleflight_joined")
+
+        async def once() -> T | None:
+            return await self._load_once(key, ns, loader, ttl, codec, negative_ttl, lock, use_redis)
+
+        return await self._flight.do(key, once)
+
+    async def _call_loader(self, ns: str, loader: Callable[[], Awaitable[T | None]]) -> T | None:
+        start = time.perf_counter()
+        try:
+            value = await loader()
+        except BaseException:
+            self.metrics.event(ns, "load_error")
+            raise
+        finally:
+            self.metrics.observe_load(ns, time.perf_counter() - start)
+        self.metrics.event(ns, "load")
+        return value
+
+    def _payload(
+        self, value: T | None, ttl: Ttl, codec: Codec[T], negative_ttl: float | None, delta: int
+    ) -> tuple[bytes, int]:
+        """Envelope + PX for a loaded value; px 0 means "do not cache"."""
+        if value is None:
+            if negative_ttl is None:
+                return b"", 0
+            px = self._ttl_ms(negative_ttl, None)
+            return (self._envelope(_KIND_NOT_FOUND, px, delta), px) if px else (b"", 0)
+        px = self._ttl_ms(ttl, value)
+        if not px:
+            return b"", 0
+        return self._envelope(_KIND_VALUE, px, delta, codec.encode(value)), px
+
+    async def _load_once(
+        self,
+        key: str,
+        ns: str,
+        loader: Callable[[], Awaitable[T | None]],
+        ttl: Ttl,
+        codec: Codec[T],
+        negative_ttl: float | None,
+        lock: bool,
+        use_redis: bool,
+    ) -> T | None:
+        redis = self._usable() if use_redis else None
+        if redis is None:
+            return await self._call_loader(ns, loader)
+        if not lock:
+            start = time.perf_counter()
+            value = await self._call_loader(ns, loader)
+            delta = int((time.perf_counter() - start) * 1000)
+            await self._write_plain(redis, key, ns, value, ttl, codec, negative_ttl, delta)
+            return value
+        lk = RedisLock(redis, key + ":lock", lease=self.lock_lease)
+        if await self._try_acquire(lk, ns):
+            return await self._load_as_holder(lk, key, ns, loader, ttl, codec, negative_ttl)
+        if lk.lost:  # Redis failed while trying: degrade to the loader, do not wait
+            return await self._call_loader(ns, loader)
+        self.metrics.event(ns, "lock_waited")
+        data = await self._wait_for_value(redis, key, ns)
+        if data is not None:
+            try:
+                kind, _, _ = _HDR.unpack_from(data)
+                if kind == _KIND_VALUE:
+                    return codec.decode(memoryview(data)[_HDR_SIZE:])
+                if kind == _KIND_NOT_FOUND:
+                    return None
+            except (struct.error, CodecError) as exc:
+                await self._drop_undecodable(redis, key, ns, exc)
+        # No value after the bound (holder crashed, failed, or its write was invalidated):
+        # take the lock if it is free now, otherwise load without writing.
+        if self.breaker.allow() and await self._try_acquire(lk, ns):
+            return await self._load_as_holder(lk, key, ns, loader, ttl, codec, negative_ttl)
+        return await self._call_loader(ns, loader)
+
+    async def _try_acquire(self, lk: RedisLock, ns: str) -> bool:
+        """Non-blocking acquire; on a Redis error sets ``lk.lost`` and returns False."""
+        try:
+            async with asyncio.timeout(self.op_timeout):
+                got = await lk.acquire()
+        except _REDIS_ERRORS as exc:
+            self._redis_failed(ns, exc)
+            lk.lost = True
+            return False
+        self.breaker.record_success()
+        if got:
+            self.metrics.event(ns, "lock_acquired")
+        return got
+
+    async def _load_as_holder(
+        self,
+        lk: RedisLock,
+        key: str,
+        ns: str,
+        loader: Callable[[], Awaitable[T | None]],
+        ttl: Ttl,
+        codec: Codec[T],
+        negative_ttl: float | None,
+    ) -> T | None:
+        payload, px = b"", 0
+        async with lk.hold(acquire=False):
+            start = time.perf_counter()
+            try:
+                value = await self._call_loader(ns, loader)
+                delta = int((time.perf_counter() - start) * 1000)
+                payload, px = self._payload(value, ttl, codec, negative_ttl, delta)
+            finally:
+                # Runs on success and on loader errors (px 0: just release and wake the
+                # waiters so they fall back at once). Marks the lock released so that
+                # hold() does not spend a round trip releasing it again.
+                await self._commit(lk, key, ns, payload, px)
+        return value
+
+    async def _commit(self, lk: RedisLock, key: str, ns: str, payload: bytes, px: int) -> None:
+        script = self._commit_script
+        assert script is not None
+        try:
+            async with asyncio.timeout(self.op_timeout):
+                await script(keys=[key, lk.name], args=[lk.token, payload, px, key + ":chan"])
+            lk.forget()
+        except _REDIS_ERRORS as exc:
+            self._redis_failed(ns, exc)
+            lk.forget()  # do not try again in hold(); the lease expires by itself
+
+    async def _write_plain(
+        self,
+        redis: Redis,
+        key: str,
+        ns: str,
+        value: T | None,
+        ttl: Ttl,
+        codec: Codec[T],
+        negative_ttl: float | None,
+        delta: int,
+    ) -> None:
+        payload, px = self._payload(value, ttl, codec, negative_ttl, delta)
+        if not px:
+            return
+        try:
+            async with asyncio.timeout(self.op_timeout):
+                await redis.set(key, payload, px=px)
+        except _REDIS_ERRORS as exc:
+            self._redis_failed(ns, exc)
+
+    async def _wait_for_value(self, redis: Redis, key: str, ns: str) -> bytes | None:
+        """Wait (without polling) for the lock holder's value; None after lock_wait or errors.
+
+        Commands: SUBSCRIBE, one GET re-check (the value may have landed before we
+        subscribed), then one GET when the holder's message arrives.
+        """
+        pubsub = redis.pubsub()
+        try:
+            async with asyncio.timeout(self.op_timeout):
+                await pubsub.subscribe(key + ":chan")
+            data = await self._get(redis, key)
+            if data is not None:
+                return data
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.lock_wait
+            async with asyncio.timeout(self.lock_wait + self.op_timeout):
+                while True:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        return None
+                    msg = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=remaining
+                    )
+                    if msg is not None and msg.get("type") == "message":
+                        break
+            return await self._get(redis, key)
+        except _REDIS_ERRORS as exc:
+            self._redis_failed(ns, exc)
+            return None
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    # ------------------------------------------------------------------ early refresh
+
+    def _maybe_refresh(
+        self,
+        key: str,
+        ns: str,
+        loader: Callable[[], Awaitable[T | None]],
+        ttl: Ttl,
+        codec: Codec[T],
+        negative_ttl: float | None,
+        early_refresh: float,
+        expiry: int,
+        delta: int,
+    ) -> None:
+        """XFetch: refresh when ``now + early_refresh - delta * beta * ln(rand) >= expiry``.
+
+        ``early_refresh`` is a deterministic margin in seconds (0 = pure XFetch); the
+        probabilistic part is scaled by the recorded load time, so slow loaders start earlier
+        and processes spread their attempts. One refresh per key per process (single-flight)
+        and one across processes (the key's Redis lock); everyone else gets the current value.
+        """
+        now_ms = time.time() * 1000.0
+        gap = early_refresh * 1000.0
+        if delta:
+            gap -= delta * self.xfetch_beta * math.log(1.0 - random.random())
+        if now_ms + gap < expiry:
+            return
+        self.metrics.event(ns, "stale_served")
+        if key in self._refresh_flight:
+            return
+        backoff = self._refresh_backoff.get(key)
+        if backoff is not None:
+            if backoff > now_ms:
+                return
+            del self._refresh_backoff[key]
+
+        async def refresh() -> None:
+            await self._refresh(key, ns, loader, ttl, codec, negative_ttl)
+
+        async def run() -> None:
+            try:
+                await self._refresh_flight.do(key, refresh)
+            except Exception:
+                log.exception("early refresh of %s failed", key)
+
+        self._track(asyncio.get_running_loop().create_task(run()))
+
+    async def _refresh(
+        self,
+        key: str,
+        ns: str,
+        loader: Callable[[], Awaitable[T | None]],
+        ttl: Ttl,
+        codec: Codec[T],
+        negative_ttl: float | None,
+    ) -> None:
+        redis = self._usable()
+        if redis is None:
+            return
+        lk = RedisLock(redis, key + ":lock", lease=self.lock_lease)
+        if not await self._try_acquire(lk, ns):
+            # Another process is refreshing (or loading): do not retry on every hit.
+            if len(self._refresh_backoff) > 4096:
+                self._refresh_backoff.clear()
+            self._refresh_backoff[key] = time.time() * 1000.0 + 1000.0
+            return
+        self.metrics.event(ns, "early_refresh")
+        await self._load_as_holder(lk, key, ns, loader, ttl, codec, negative_ttl)
+
+    # ------------------------------------------------------------------ writes
+
+    async def set(self, key: str, value: T, *, ttl: Ttl, codec: Codec[T]) -> None:
+        """Write one value (jittered TTL). Redis errors are counted and swallowed."""
+        await self.set_many([(key, value)], ttl=ttl, codec=codec)
+
+    async def set_many(
+        self,
+        items: Mapping[str, T] | Sequence[tuple[str, T]],
+        *,
+        ttl: Ttl,
+        codec: Codec[T],
+    ) -> None:
+        """Write many values in one pipeline, each with its own jittered TTL.
+
+        Jitter matters most here: a warm-up writes a batch at once, and without jitter the
+        whole batch would expire (and be reloaded) in the same second.
+        """
+        pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
+        writes: list[tuple[str, bytes, int]] = []
+        for key, value in pairs:
+            px = self._ttl_ms(ttl, value)
+            if px:
+                writes.append((key, self._envelope(_KIND_VALUE, px, 0, codec.encode(value)), px))
+        if not writes:
+            return
+        redis = self._usable()
+        if redis is None:
+            return
+        ns = namespace_of(writes[0][0])
+        try:
+            async with asyncio.timeout(self.op_timeout):
+                pipe = redis.pipeline(transaction=False)
+                for key, payload, px in writes:
+                    pipe.set(key, payload, px=px)
+                await pipe.execute()
+        except _REDIS_ERRORS as exc:
+            self._redis_failed(ns, exc)
+            return
+        self.breaker.record_success()
+
+    async def invalidate(self, *keys: str) -> None:
+        """Delete ``keys`` (and their load locks) in one DEL.
+
+        Deleting the lock too means that a load which started before this call cannot write
+        its possibly old value back (its commit is conditional on still holding the lock),
+        and in-process loads/GETs in flight are detached so later callers start afresh.
+        If Redis is unavailable the error is counted and swallowed: the entry then simply
+        lives until its TTL (keep TTLs of invalidated data short for that reason).
+        """
+        if not keys:
+            return
+        for key in keys:
+            self._flight.forget(key)
+            self._gets.pop(key, None)
+        redis = self._usable()
+        if redis is None:
+            return
+        names = [*keys, *(k + ":lock" for k in keys)]
+        await self._delete_quietly(redis, names, namespace_of(keys[0]))
+
+    async def _delete_quietly(self, redis: Redis, names: Sequence[str], ns: str) -> None:
+        try:
+            async with asyncio.timeout(self.op_timeout):
+                await redis.delete(*names)
+        except _REDIS_ERRORS as exc:
+            self._redis_failed(ns, exc)
+            return
+        self.breaker.record_success()
+
+    def invalidate_after_commit(self, session: AsyncSession, *keys: str) -> None:
+        """Delete ``keys`` once ``session`` commits; nothing happens on rollback.
+
+        Call ``await cache.flush_invalidations(session)`` right after ``session.commit()``
+        to have the keys gone when it returns (a background flush is the safety net).
+        """
+        _invalidate_after_commit(self, session, *keys)
+
+    async def flush_invalidations(self, session: AsyncSession) -> None:
+        """Delete the keys recorded for the transaction ``session`` just committed."""
+        await _flush_invalidations(session)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def healthy(self) -> bool:
+        """PING within op_timeout (bypasses the breaker: this is what a probe asks)."""
+        if self.redis is None:
+            return False
+        try:
+            async with asyncio.timeout(self.op_timeout):
+                return bool(await self.redis.ping())
+        except _REDIS_ERRORS:
+            return False
+
+    @property
+    def in_flight(self) -> int:
+        """Loads running right now in this process (for tests and debugging)."""
+        return len(self._flight)
+
+    async def aclose(self, *, cancel: bool = True) -> None:
+        """Stop background refreshes (cancel, or wait when ``cancel=False``)."""
+        tasks = list(self._tasks)
+        if cancel:
+            for task in tasks:
+                task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def wait_background(self) -> None:
+        """Wait for running background refreshes (tests use this to observe them)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
