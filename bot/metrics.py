@@ -1,0 +1,74 @@
+"""Prometheus metrics of the bot process, on one registry of its own.
+
+Defined in one place so handlers, the image sender, generators and jobs increment the same
+objects, and so tests can read them back (`REGISTRY.get_sample_value`). The cache engine's
+metrics (cache.metrics.CacheMetrics) register on the same registry.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+UPDATES = Counter(
+    "bot_updates_total",
+    "Telegram updates handled, by update type and outcome (ok, error, throttled).",
+    ["type", "outcome"],
+    registry=REGISTRY,
+)
+HANDLER_SECONDS = Histogram(
+    "bot_handler_seconds",
+    "Time from an update's arrival to its handler's end, by update type.",
+    ["type"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    registry=REGISTRY,
+)
+IMAGE_SENDS = Counter(
+    "bot_image_sends_total",
+    "Pictures sent, by how: upload (a new file) or file_id (a cached Telegram file).",
+    ["method"],
+    registry=REGISTRY,
+)
+FILE_ID_FALLBACKS = Counter(
+    "bot_file_id_fallbacks_total",
+    "Cached file_ids Telegram rejected, forgotten and replaced by an upload.",
+    registry=REGISTRY,
+)
+GENERATIONS = Counter(
+    "bot_generations_total",
+    "Horoscope generations by generator and outcome (ok, error, fallback).",
+    ["generator", "outcome"],
+    registry=REGISTRY,
+)
+GENERATION_TOKENS = Counter(
+    "bot_generation_tokens_total",
+    "Tokens used by generators that report them, by kind (prompt, completion).",
+    ["generator", "kind"],
+    registry=REGISTRY,
+)
+JOB_RUNS = Counter(
+    "bot_job_runs_total",
+    "Scheduled job runs by job and outcome (ok, failed, skipped: another instance leads).",
+    ["job", "outcome"],
+    registry=REGISTRY,
+)
+JOB_SECONDS = Histogram(
+    "bot_job_seconds",
+    "Duration of job runs.",
+    ["job"],
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300),
+    registry=REGISTRY,
+)
+JOB_LAST_SUCCESS = Gauge(
+    "bot_job_last_success_timestamp_seconds",
+    "Unix time of each job's last successful run.",
+    ["job"],
+    registry=REGISTRY,
+)
+PUSHES = Counter(
+    "bot_push_total",
+    "Daily push deliveries by outcome (sent, failed, blocked, retry_after).",
+    ["outcome"],
+    registry=REGISTRY,
+)
