@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, cast
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -41,7 +42,7 @@ from cache.codec import Codec, CodecError
 from cache.invalidation import flush_invalidations as _flush_invalidations
 from cache.invalidation import invalidate_after_commit as _invalidate_after_commit
 from cache.keys import namespace_of
-from cache.lock import RedisLock
+from cache.lock import RedisLock, compare_and_apply, script_or_fallback
 from cache.metrics import CacheMetrics, default_metrics
 from cache.singleflight import SingleFlight
 
@@ -572,9 +573,23 @@ class CacheAside:
     async def _commit(self, lk: RedisLock, key: str, ns: str, payload: bytes, px: int) -> None:
         script = self._commit_script
         assert script is not None
+        channel = key + ":chan"
+
+        async def lua() -> None:
+            await script(keys=[key, lk.name], args=[lk.token, payload, px, channel])
+
+        async def cas() -> None:
+            def apply(pipe: Pipeline) -> None:
+                if px:
+                    pipe.set(key, payload, px=px)
+                pipe.delete(lk.name)
+
+            await compare_and_apply(lk.redis, lk.name, lk.token, apply)
+            await lk.redis.publish(channel, b"1")
+
         try:
             async with asyncio.timeout(self.op_timeout):
-                await script(keys=[key, lk.name], args=[lk.token, payload, px, key + ":chan"])
+                await script_or_fallback(lk.redis, lua, cas)
             lk.forget()
         except _REDIS_ERRORS as exc:
             self._redis_failed(ns, exc)

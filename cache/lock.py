@@ -16,13 +16,15 @@ import contextlib
 import logging
 import secrets
 import weakref
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
+from redis.exceptions import ResponseError, WatchError
 
-__all__ = ["RedisLock"]
+__all__ = ["RedisLock", "compare_and_apply", "script_or_fallback"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,51 @@ def _scripts_for(redis: Redis) -> tuple[AsyncScript, AsyncScript]:
         found = (redis.register_script(_RELEASE), redis.register_script(_EXTEND))
         _scripts[redis] = found
     return found
+
+
+_no_lua: weakref.WeakSet[Any] = weakref.WeakSet()
+
+R = TypeVar("R")
+
+
+async def script_or_fallback(
+    redis: Redis,
+    script_call: Callable[[], Awaitable[R]],
+    fallback: Callable[[], Awaitable[R]],
+) -> R:
+    """Run a Lua script; on a server that refuses it, do the same with WATCH/MULTI.
+
+    Some Redis-compatible servers (and fakeredis without lupa) have no scripting. When the
+    script fails with a ResponseError and the WATCH/MULTI fallback then succeeds, the client
+    is remembered as script-less so later calls skip the doomed attempt. When the fallback
+    fails too (e.g. OOM), that error propagates and nothing is remembered.
+    """
+    if redis in _no_lua:
+        return await fallback()
+    try:
+        return await script_call()
+    except ResponseError:
+        result = await fallback()
+        _no_lua.add(redis)
+        return result
+
+
+async def compare_and_apply(
+    redis: Redis, name: str, token: bytes, apply: Callable[[Pipeline], Any]
+) -> bool:
+    """If ``name`` holds ``token``, run ``apply``'s queued commands atomically (WATCH/MULTI)."""
+    async with redis.pipeline(transaction=True) as pipe:
+        await pipe.watch(name)
+        if await pipe.get(name) != token:
+            await pipe.unwatch()  # type: ignore[no-untyped-call]
+            return False
+        pipe.multi()  # type: ignore[no-untyped-call]
+        apply(pipe)
+        try:
+            await pipe.execute()
+        except WatchError:
+            return False
+        return True
 
 
 class RedisLock:
@@ -91,15 +138,33 @@ class RedisLock:
 
     async def release(self) -> bool:
         """Delete the lock if it is still ours; False when it had expired or changed hands."""
-        release, _ = _scripts_for(self.redis)
         self._held = False
-        return bool(await release(keys=[self.name], args=[self.token]))
+        release, _ = _scripts_for(self.redis)
+
+        async def lua() -> bool:
+            return bool(await release(keys=[self.name], args=[self.token]))
+
+        async def cas() -> bool:
+            return await compare_and_apply(
+                self.redis, self.name, self.token, lambda p: p.delete(self.name)
+            )
+
+        return await script_or_fallback(self.redis, lua, cas)
 
     async def extend(self, lease: float | None = None) -> bool:
         """Reset the lease to ``lease`` (default: the lock's lease) if the lock is still ours."""
-        _, extend = _scripts_for(self.redis)
         ms = self.lease_ms if lease is None else max(1, int(lease * 1000))
-        ok = bool(await extend(keys=[self.name], args=[self.token, ms]))
+        _, extend = _scripts_for(self.redis)
+
+        async def lua() -> bool:
+            return bool(await extend(keys=[self.name], args=[self.token, ms]))
+
+        async def cas() -> bool:
+            return await compare_and_apply(
+                self.redis, self.name, self.token, lambda p: p.pexpire(self.name, ms)
+            )
+
+        ok = await script_or_fallback(self.redis, lua, cas)
         if not ok:
             self._held = False
             self.lost = True
