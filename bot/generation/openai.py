@@ -28,7 +28,8 @@ from tenacity import (
     RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from bot.generation.prompts import build_messages
@@ -122,8 +123,9 @@ class OpenAIGenerator:
         self._max_attempts = max_attempts
         self._client = client
         self._owns_client = client is None
-        self._backoff = wait_exponential_jitter(
-            initial=backoff_initial, max=backoff_max, jitter=backoff_initial
+        # Exponential with a little jitter so that several instances do not retry in lockstep.
+        self._backoff = wait_exponential(multiplier=backoff_initial, max=backoff_max) + wait_random(
+            0, backoff_initial / 2
         )
         self._max_retry_after = max_retry_after
         self._temperature = temperature

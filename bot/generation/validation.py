@@ -80,15 +80,14 @@ def strip_markdown(text: str) -> str:
     Models add headers, bold labels and bullets even when asked not to; the bot sends plain
     (HTML-escaped) text, where those markers would show up literally.
     """
-    text = _LINE_SEPARATORS.sub("\n", text)
-    text = _drop_control_chars(text).replace("\t", " ")
+    text = _LINE_SEPARATORS.sub("\n", text).replace("\t", " ")
+    text = _drop_control_chars(text)
     text = _FENCE_LINE.sub("", text)
     text = _IMAGE_OR_LINK.sub(r"\1", text)
     text = _EMPHASIS_CHARS.sub("", text)
-    text = _RULE_LINE.sub("", text)
-    # Markers can be nested ("> - # Title"); each pass removes one level.
+    # Markers can be nested ("> - # Title", "# ---"); each pass removes one level.
     while True:
-        stripped = _LINE_MARKER.sub("", text)
+        stripped = _LINE_MARKER.sub("", _RULE_LINE.sub("", text))
         if stripped == text:
             break
         text = stripped
