@@ -1,0 +1,419 @@
+"""OpenAIGenerator against a local fake OpenAI-compatible server (aiohttp, 127.0.0.1, port 0).
+
+Each test scripts the server's answers request by request ("500", then "ok", ...) and checks what
+the generator made of them: retries where a retry can help, none where it cannot, clean text and
+token counts on success, the built-in text with ``is_fallback=True`` otherwise, and never the API
+key in any log line. Timeouts and backoff are shrunk through the constructor to keep this fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+from structlog.testing import capture_logs
+
+from bot.generation import OpenAIGenerator, TemplateGenerator
+from db.types import GeneratedHoroscope, Lang, Sign
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
+
+API_KEY = "sk-test-DO-NOT-LEAK-4f1c2b9e"
+DATE = dt.date(2025, 3, 12)
+TIMEOUT = 0.2
+
+GOOD_EN = (
+    "Today: The day opens gently and picks up pace after lunch, so keep the morning for quiet "
+    "tasks.\nLove: A kind word goes further than a grand gesture this evening.\nWork and money: "
+    "A careful plan pays off; check the numbers twice before you sign.\nHealth: Take a walk in "
+    "the evening and go to bed a little earlier.\nLucky number: 7. Lucky colour: emerald."
+)
+GOOD_RU = (
+    "День: Утро начнётся спокойно, а после обеда темп ускорится, поэтому оставьте утро для тихих "
+    "дел.\nЛюбовь: Доброе слово сегодня значит больше громких жестов.\nРабота и деньги: "
+    "Продуманный план окупится; перепроверьте цифры, прежде чем подписывать.\nЗдоровье: "
+    "Прогуляйтесь вечером и ложитесь пораньше.\nСчастливое число: 7. Цвет удачи: изумрудный."
+)
+MARKDOWN_EN = (
+    "## Your horoscope\n\n"
+    "**Today:** The day opens gently and picks up pace after lunch, so keep the morning for "
+    "_quiet_ tasks.\n"
+    "- **Love:** A kind word goes further than a grand gesture this evening.\n"
+    "- *Work and money:* A careful plan pays off; check the `numbers` twice before you sign.\n"
+    "- **Health:** Take a walk in the evening and go to bed a little earlier.\n\n"
+    "---\n**Lucky number:** 7. **Lucky colour:** emerald."
+)
+AI_EN = (
+    "As an AI language model, I cannot actually predict the future, but here is a horoscope. "
+    + GOOD_EN
+)
+
+
+@dataclass
+class FakeLLM:
+    """A chat-completions endpoint that follows a script, one entry per request.
+
+    The last entry repeats. ``requests`` records what arrived (auth header, body, arrival time).
+    """
+
+    script: list[str] = field(default_factory=lambda: ["ok"])
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    base_url: str = ""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        self.requests.append(
+            {
+                "auth": request.headers.get("Authorization"),
+                "body": body,
+                "at": time.monotonic(),
+            }
+        )
+        mode = self.script[min(len(self.requests), len(self.script)) - 1]
+        if mode == "ok":
+            return web.json_response(completion(GOOD_EN))
+        if mode == "ok_ru":
+            return web.json_response(completion(GOOD_RU))
+        if mode == "markdown":
+            return web.json_response(completion(MARKDOWN_EN))
+        if mode == "ai":
+            return web.json_response(completion(AI_EN))
+        if mode == "truncated":
+            return web.json_response(completion(GOOD_EN, finish_reason="length"))
+        if mode == "no_choices":
+            return web.json_response({"choices": [], "usage": {"prompt_tokens": 1}})
+        if mode == "slow":
+            # Longer than the client's timeout; released at teardown so shutdown is quick.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.release.wait(), timeout=5)
+            return web.json_response(completion(GOOD_EN))
+        if mode == "500":
+            return web.Response(status=500, text="upstream exploded")
+        if mode == "503":
+            return web.Response(status=503, text="overloaded")
+        if mode == "429":
+            return web.json_response(
+                {"error": {"message": "slow down"}}, status=429, headers={"Retry-After": "0.3"}
+            )
+        if mode == "429_long":
+            return web.json_response(
+                {"error": {"message": "quota"}}, status=429, headers={"Retry-After": "3600"}
+            )
+        if mode == "401":
+            return web.json_response({"error": {"message": f"bad key {API_KEY}"}}, status=401)
+        if mode == "garbage":
+            return web.Response(
+                status=200, text='{"choices": [ {"mess', content_type="application/json"
+            )
+        raise AssertionError(f"unknown mode {mode}")
+
+
+def completion(text: str, *, finish_reason: str = "stop") -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "model": "fake-model-2025",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": finish_reason,
+            }
+        ],
+        "usage": {"prompt_tokens": 123, "completion_tokens": 456, "total_tokens": 579},
+    }
+
+
+@pytest.fixture
+async def fake_llm() -> AsyncIterator[FakeLLM]:
+    fake = FakeLLM()
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", fake.handle)
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    fake.base_url = f"http://{host}:{port}/v1"
+    try:
+        yield fake
+    finally:
+        fake.release.set()
+        await runner.cleanup()
+
+
+MakeGen = Callable[..., OpenAIGenerator]
+
+
+@pytest.fixture
+async def make_gen(fake_llm: FakeLLM) -> AsyncIterator[MakeGen]:
+    made: list[OpenAIGenerator] = []
+
+    def make(**overrides: Any) -> OpenAIGenerator:
+        kwargs: dict[str, Any] = {
+            "base_url": fake_llm.base_url,
+            "api_key": API_KEY,
+            "model": "fake-model",
+            "timeout": TIMEOUT,
+            "fallback": TemplateGenerator(),
+            "max_attempts": 3,
+            "backoff_initial": 0.01,
+            "backoff_max": 0.05,
+        }
+        kwargs.update(overrides)
+        gen = OpenAIGenerator(**kwargs)
+        made.append(gen)
+        return gen
+
+    yield make
+    for gen in made:
+        await gen.aclose()
+
+
+def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [entry for entry in logs if entry["event"] == name]
+
+
+def template_text(sign: Sign = Sign.LEO, lang: Lang = Lang.EN) -> str:
+    return TemplateGenerator().render(sign, DATE, lang)
+
+
+# --- success ------------------------------------------------------------------------------------
+
+
+async def test_success_records_tokens_and_sends_a_proper_request(
+    fake_llm: FakeLLM, make_gen: MakeGen
+) -> None:
+    gen = make_gen(prompt_price_per_1m=0.15, completion_price_per_1m=0.60)
+    result = await gen.generate(Sign.LEO, DATE, Lang.EN)
+
+    assert result == GeneratedHoroscope(
+        text=GOOD_EN,
+        generator="openai",
+        model="fake-model-2025",
+        prompt_tokens=123,
+        completion_tokens=456,
+        cost_usd=pytest.approx((123 * 0.15 + 456 * 0.60) / 1_000_000),
+        is_fallback=False,
+    )
+    [request] = fake_llm.requests
+    assert request["auth"] == f"Bearer {API_KEY}"
+    body = request["body"]
+    assert body["model"] == "fake-model"
+    assert [m["role"] for m in body["messages"]] == ["system", "user"]
+    assert "Leo" in body["messages"][1]["content"]
+    assert "12 March 2025" in body["messages"][1]["content"]
+    assert "400 to 800 characters" in body["messages"][1]["content"]
+
+
+async def test_russian_prompt_and_answer(fake_llm: FakeLLM, make_gen: MakeGen) -> None:
+    fake_llm.script = ["ok_ru"]
+    result = await make_gen().generate(Sign.ARIES, DATE, Lang.RU)
+    assert result.text == GOOD_RU
+    assert not result.is_fallback
+    user_prompt = fake_llm.requests[0]["body"]["messages"][1]["content"]
+    assert "Овен" in user_prompt
+    assert "12 марта 2025 года" in user_prompt
+    assert "от 400 до 800 символов" in user_prompt
+    assert "по-русски" in fake_llm.requests[0]["body"]["messages"][0]["content"]
+
+
+async def test_markdown_is_stripped(fake_llm: FakeLLM, make_gen: MakeGen) -> None:
+    fake_llm.script = ["markdown"]
+    result = await make_gen().generate(Sign.LEO, DATE, Lang.EN)
+    assert not result.is_fallback
+    for marker in ("**", "##", "`", "_", "- ", "---", "*"):
+        assert marker not in result.text
+    assert result.text.startswith("Your horoscope\n\nToday: The day opens gently")
+    assert "\nLove: A kind word" in result.text
+    assert "check the numbers twice" in result.text
+    assert "keep the morning for quiet tasks" in result.text
+    assert result.text.endswith("Lucky number: 7. Lucky colour: emerald.")
+
+
+# --- retries ------------------------------------------------------------------------------------
+
+
+async def test_500_then_success_retries_once(fake_llm: FakeLLM, make_gen: MakeGen) -> None:
+    fake_llm.script = ["500", "ok"]
+    with capture_logs() as logs:
+        result = await make_gen().generate(Sign.LEO, DATE, Lang.EN)
+    assert result.text == GOOD_EN
+    assert not result.is_fallback
+    assert result.prompt_tokens == 123
+    assert len(fake_llm.requests) == 2
+    [retry] = events(logs, "llm_retry")
+    assert retry["reason"] == "server_error"
+    assert retry["attempt"] == 1
+    assert not events(logs, "llm_fallback")
+
+
+async def test_429_honours_retry_after(fake_llm: FakeLLM, make_gen: MakeGen) -> None:
+    fake_llm.script = ["429", "ok"]
+    with capture_logs() as logs:
+        result = await make_gen().generate(Sign.LEO, DATE, Lang.EN)
+    assert result.text == GOOD_EN
+    first, second = fake_llm.requests
+    assert second["at"] - first["at"] >= 0.28  # Retry-After: 0.3, far above the tiny backoff
+    [retry] = events(logs, "llm_retry")
+    assert retry["reason"] == "rate_limited"
+    assert retry["sleep_s"] == pytest.approx(0.3)
+
+
+async def test_429_with_long_retry_after_falls_back_at_once(
+    fake_llm: FakeLLM, make_gen: MakeGen
+) -> None:
+    fake_llm.script = ["429_long"]
+    started = time.monotonic()
+    with capture_logs() as logs:
+        result = await make_gen().generate(Sign.LEO, DATE, Lang.EN)
+    assert time.monotonic() - started < 1
+    assert result.is_fallback
+    assert len(fake_llm.requests) == 1
+    assert events(logs, "llm_fallback")[0]["reason"] == "rate_limited"
+
+
+async def test_slow_server_times_out_then_succeeds(fake_llm: FakeLLM, make_gen: MakeGen) -> None:
+    fake_llm.script = ["slow", "ok"]
+    with capture_logs() as logs:
+        result = await make_gen().generate(Sign.LEO, DATE, Lang.EN)
+    assert result.text == GOOD_EN
+    assert len(fake_llm.requests) == 2
+    assert events(logs, "llm_retry")[0]["reason"] == "timeout"
+
+
+async def test_always_slow_falls_back_after_all_attempts(
+    fake_llm: FakeLLM, make_gen: MakeGen
+) -> None:
+    fake_llm.script = ["slow"]
+    started = time.monotonic()
+    with capture_logs() as logs:
+        result = await make_gen().generate(Sign.LEO, DATE, Lang.EN)
+    elapsed = time.monotonic() - started
+    assert result.is_fallback
+    assert result.text == template_text()
+    assert result.generator == "template"
+    assert len(fake_llm.requests) == 3
+    assert 3 * TIMEOUT <= elapsed < 3 * TIMEOUT + 1.0
+    assert [e["reason"] for e in events(logs, "llm_retry")] == ["timeout", "timeout"]
+    [fallback] = events(logs, "llm_fallback")
+    assert fallback["reason"] == "timeout"
+    assert fallback["sign"] == "leo"
+    assert fallback["lang"] == "en"
+
+
+async def test_persistent_5xx_falls_back(fake_llm: FakeLLM, make_gen: MakeGen) -> None:
+    fake_llm.script = ["500", "503"]
+    result = await make_gen(max_attempts=4).generate(Sign.VIRGO, DATE, Lang.RU)
+    assert result.is_fallback
+    assert result.text == template_text(Sign.VIRGO, Lang.RU)
+    assert len(fake_llm.requests) == 4
+
+
+async def test_connection_refused_is_retried_then_falls_back(make_gen: MakeGen) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    gen = make_gen(base_url=f"http://127.0.0.1:{port}/v1")
+    with capture_logs() as logs:
+        result = await gen.generate(Sign.LEO, DATE, Lang.EN)
+    assert result.is_fallback
+    assert [e["reason"] for e in events(logs, "llm_retry")] == ["transport", "transport"]
+
+
+# --- no retry: the answer will not change -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "reason"),
+    [
+        ("401", "http_401"),
+        ("garbage", "invalid_response"),
+        ("no_choices", "invalid_response"),
+        ("ai", "refusal"),
+        ("truncated", "truncated"),
+    ],
+)
+async def test_unusable_answers_fall_back_without_retry(
+    fake_llm: FakeLLM, make_gen: MakeGen, mode: str, reason: str
+) -> None:
+    fake_llm.script = [mode]
+    with capture_logs() as logs:
+        result = await make_gen().generate(Sign.LEO, DATE, Lang.EN)
+    assert result.is_fallback
+    assert result.text == template_text()
+    assert "As an AI" not in result.text
+    assert len(fake_llm.requests) == 1
+    assert not events(logs, "llm_retry")
+    assert events(logs, "llm_fallback")[0]["reason"] == reason
+
+
+async def test_answer_in_the_wrong_language_falls_back(
+    fake_llm: FakeLLM, make_gen: MakeGen
+) -> None:
+    fake_llm.script = ["ok"]  # English text for a Russian request
+    result = await make_gen().generate(Sign.LEO, DATE, Lang.RU)
+    assert result.is_fallback
+    assert result.text == template_text(Sign.LEO, Lang.RU)
+
+
+# --- hooks, secrets, client ownership -----------------------------------------------------------
+
+
+async def test_on_result_hook_sees_every_outcome(fake_llm: FakeLLM, make_gen: MakeGen) -> None:
+    seen: list[tuple[bool, str]] = []
+    gen = make_gen(on_result=lambda result, outcome: seen.append((result.is_fallback, outcome)))
+    fake_llm.script = ["ok", "401"]
+    await gen.generate(Sign.LEO, DATE, Lang.EN)
+    await gen.generate(Sign.LEO, DATE, Lang.EN)
+    assert seen == [(False, "ok"), (True, "http_401")]
+
+
+async def test_failing_hook_does_not_break_generation(make_gen: MakeGen) -> None:
+    def broken(_result: GeneratedHoroscope, _outcome: str) -> None:
+        raise RuntimeError("metrics down")
+
+    result = await make_gen(on_result=broken).generate(Sign.LEO, DATE, Lang.EN)
+    assert result.text == GOOD_EN
+
+
+async def test_api_key_never_logged(
+    fake_llm: FakeLLM, make_gen: MakeGen, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Across successes, retries and every kind of fallback: not in structlog, not in stdlib."""
+    caplog.set_level(logging.DEBUG)
+    gen = make_gen()
+    fake_llm.script = ["500", "429", "slow", "401", "ok", "garbage", "ai", "markdown"]
+    with capture_logs() as logs:
+        for _ in range(6):
+            await gen.generate(Sign.LEO, DATE, Lang.EN)
+    assert events(logs, "llm_retry")
+    assert events(logs, "llm_fallback")
+    assert events(logs, "llm_generated")
+    assert API_KEY not in repr(logs)
+    assert API_KEY not in caplog.text
+    assert API_KEY not in repr(gen)
+    assert API_KEY[3:] not in repr(logs) + caplog.text
+
+
+async def test_passed_in_client_is_used_and_left_open(fake_llm: FakeLLM, make_gen: MakeGen) -> None:
+    async with httpx.AsyncClient(headers={"X-Test": "1"}) as client:
+        gen = make_gen(client=client)
+        result = await gen.generate(Sign.LEO, DATE, Lang.EN)
+        await gen.aclose()
+        assert not client.is_closed
+    assert result.text == GOOD_EN
