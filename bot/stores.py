@@ -7,7 +7,6 @@ data between runs and are stopped when the bot stops.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -56,7 +55,9 @@ async def open_stores(settings: Settings, *, migrate: bool | None = None) -> Asy
             need_redis=redis_url is None,
             persist=True,
         )
-        await asyncio.to_thread(stack.__enter__)
+        # Entered on the event loop's own thread on purpose: the embedded servers' parent-death
+        # signal is tied to the starting thread, and nothing else runs yet at start-up.
+        stack.__enter__()
         database_url = database_url or stack.postgres_url
         redis_url = redis_url or stack.redis_url
     assert database_url is not None and redis_url is not None
@@ -95,5 +96,5 @@ async def open_stores(settings: Settings, *, migrate: bool | None = None) -> Asy
         if engine is not None:
             await engine.dispose()
         if stack is not None:
-            await asyncio.to_thread(stack.__exit__, None, None, None)
+            stack.__exit__(None, None, None)
         log.info("stores_closed")
