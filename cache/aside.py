@@ -164,7 +164,8 @@ class CacheAside:
         self.lock_wait = lock_wait
         self.op_timeout = op_timeout
         self._flight = SingleFlight()
-        self._refresh_flight = SingleFlight()
+        # one background refresh per key in this process (the refreshes' single-flight)
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
         self._gets: dict[str, asyncio.Future[bytes | None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refresh_backoff: dict[str, float] = {}
@@ -676,24 +677,23 @@ class CacheAside:
         if now_ms + gap < expiry:
             return
         self.metrics.event(ns, "stale_served")
-        if key in self._refresh_flight:
+        if key in self._refreshing:
             return
         backoff = self._refresh_backoff.get(key)
         if backoff is not None:
             if backoff > now_ms:
                 return
             del self._refresh_backoff[key]
+        task = asyncio.get_running_loop().create_task(
+            self._refresh(key, ns, loader, ttl, codec, negative_ttl)
+        )
+        self._refreshing[key] = task
+        self._track(task)
+        task.add_done_callback(lambda t: self._refresh_done(key, t))
 
-        async def refresh() -> None:
-            await self._refresh(key, ns, loader, ttl, codec, negative_ttl)
-
-        async def run() -> None:
-            try:
-                await self._refresh_flight.do(key, refresh)
-            except Exception:
-                log.exception("early refresh of %s failed", key)
-
-        self._track(asyncio.get_running_loop().create_task(run()))
+    def _refresh_done(self, key: str, task: asyncio.Task[None]) -> None:
+        if self._refreshing.get(key) is task:
+            del self._refreshing[key]
 
     async def _refresh(
         self,
@@ -715,7 +715,10 @@ class CacheAside:
             self._refresh_backoff[key] = time.time() * 1000.0 + 1000.0
             return
         self.metrics.event(ns, "early_refresh")
-        await self._load_as_holder(lk, key, ns, loader, ttl, codec, negative_ttl)
+        try:
+            await self._load_as_holder(lk, key, ns, loader, ttl, codec, negative_ttl)
+        except Exception:  # keep serving the current value; the next window retries
+            log.exception("early refresh of %s failed", key)
 
     # ------------------------------------------------------------------ writes
 

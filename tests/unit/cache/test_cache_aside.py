@@ -1,0 +1,438 @@
+"""CacheAside logic on fakeredis (no Lua there: the WATCH/MULTI path is exercised too)."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+from typing import Any
+
+import fakeredis
+import msgspec
+import pytest
+from conftest import FakeClock, RoundTrips
+
+from cache import NOT_FOUND, CacheAside, CacheMetrics, CircuitBreaker, Codec, Load, SideCommand
+from cache.breaker import OPEN
+
+INT = Codec(int)
+KEY = "t:v1:ns:1"
+
+
+class Item(msgspec.Struct):
+    id: int
+    name: str
+
+
+def counting_loader(value: Any, delay: float = 0.0) -> Any:
+    async def loader() -> Any:
+        loader.calls += 1  # type: ignore[attr-defined]
+        if delay:
+            await asyncio.sleep(delay)
+        return value
+
+    loader.calls = 0  # type: ignore[attr-defined]
+    return loader
+
+
+def ev(metrics: CacheMetrics, event: str, ns: str = "ns") -> float:
+    return metrics.snapshot().get(ns, {}).get(event, 0.0)
+
+
+async def test_miss_then_hit_one_get(cache: CacheAside, fake: Any, metrics: CacheMetrics) -> None:
+    loader = counting_loader(Item(1, "a"))
+    codec = Codec(Item)
+    assert await cache.get_or_load(KEY, loader, ttl=60, codec=codec) == Item(1, "a")
+    trips = RoundTrips(fake)
+    assert await cache.get_or_load(KEY, loader, ttl=60, codec=codec) == Item(1, "a")
+    assert loader.calls == 1
+    assert trips.count == 1 and trips.commands[0][0] == "GET"
+    assert ev(metrics, "hit") == 1 and ev(metrics, "miss") == 1 and ev(metrics, "load") == 1
+
+
+async def test_concurrent_gets_share_one_round_trip(cache: CacheAside, fake: Any) -> None:
+    await cache.set(KEY, 5, ttl=60, codec=INT)
+    trips = RoundTrips(fake)
+    loader = counting_loader(1)
+    res = await asyncio.gather(
+        *(cache.get_or_load(KEY, loader, ttl=60, codec=INT) for _ in range(50))
+    )
+    assert res == [5] * 50
+    assert trips.count == 1
+    assert cache._gets == {}
+
+
+async def test_single_flight_on_miss(cache: CacheAside, metrics: CacheMetrics) -> None:
+    loader = counting_loader(3, delay=0.02)
+    res = await asyncio.gather(
+        *(cache.get_or_load(KEY, loader, ttl=60, codec=INT) for _ in range(30))
+    )
+    assert res == [3] * 30
+    assert loader.calls == 1
+    assert cache.in_flight == 0
+
+
+async def test_loader_exception_propagates_and_is_not_cached(
+    cache: CacheAside, metrics: CacheMetrics, fake: Any
+) -> None:
+    async def boom() -> int:
+        await asyncio.sleep(0.01)
+        raise LookupError("db")
+
+    res = await asyncio.gather(
+        *(cache.get_or_load(KEY, boom, ttl=60, codec=INT) for _ in range(5)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, LookupError) for r in res)
+    assert await fake.get(KEY) is None
+    assert await fake.get(KEY + ":lock") is None  # released on failure
+    assert ev(metrics, "load_error") == 1
+    assert await cache.get_or_load(KEY, counting_loader(9), ttl=60, codec=INT) == 9
+
+
+async def test_negative_caching(cache: CacheAside, metrics: CacheMetrics, fake: Any) -> None:
+    loader = counting_loader(None)
+    assert await cache.get_or_load(KEY, loader, ttl=60, codec=INT, negative_ttl=30) is None
+    assert await cache.get_or_load(KEY, loader, ttl=60, codec=INT, negative_ttl=30) is None
+    assert loader.calls == 1
+    assert ev(metrics, "negative_hit") == 1
+    pttl = await fake.pttl(KEY)
+    assert 27_000 <= pttl <= 33_000  # negative TTL (jittered), not the value TTL
+    got = await cache.get_many([KEY], INT)
+    assert got == [None]
+
+
+async def test_not_found_without_negative_ttl_is_not_cached(cache: CacheAside, fake: Any) -> None:
+    loader = counting_loader(None)
+    assert await cache.get_or_load(KEY, loader, ttl=60, codec=INT) is None
+    assert await cache.get_or_load(KEY, loader, ttl=60, codec=INT) is None
+    assert loader.calls == 2
+    assert await fake.get(KEY) is None
+
+
+async def test_stored_none_is_a_hit_not_not_found(cache: CacheAside, metrics: CacheMetrics) -> None:
+    codec: Codec[int | None] = Codec(int | None)
+    await cache.set(KEY, None, ttl=60, codec=codec)
+    loader = counting_loader(5)
+    assert await cache.get_or_load(KEY, loader, ttl=60, codec=codec) is None
+    assert loader.calls == 0
+    assert ev(metrics, "hit") == 1 and ev(metrics, "negative_hit") == 0
+    assert not NOT_FOUND and repr(NOT_FOUND) == "NOT_FOUND"
+
+
+async def test_ttl_jitter_bounds(fake: Any, metrics: CacheMetrics) -> None:
+    cache = CacheAside(fake, metrics=metrics, jitter=0.1)
+    items = [(f"t:v1:ns:{i}", i) for i in range(200)]
+    await cache.set_many(items, ttl=100, codec=INT)
+    ttls = [await fake.pttl(k) for k, _ in items]
+    assert all(90_000 - 50 <= t <= 110_000 for t in ttls)
+    assert max(ttls) - min(ttls) > 5_000  # spread, not all equal
+    no_jitter = CacheAside(fake, metrics=metrics, jitter=0.0)
+    await no_jitter.set("t:v1:ns:x", 1, ttl=100, codec=INT)
+    assert 99_000 <= await fake.pttl("t:v1:ns:x") <= 100_000
+
+
+async def test_callable_ttl_and_non_positive_ttl(cache: CacheAside, fake: Any) -> None:
+    async def load() -> int:
+        return 20
+
+    await cache.get_or_load(KEY, load, ttl=lambda v: v * 10, codec=INT)
+    assert 180_000 <= await fake.pttl(KEY) <= 220_000
+    other = "t:v1:ns:2"
+    loader = counting_loader(0)
+    await cache.get_or_load(other, loader, ttl=lambda v: -1, codec=INT)
+    await cache.get_or_load(other, loader, ttl=0, codec=INT)
+    assert loader.calls == 2 and await fake.get(other) is None
+    await cache.set(other, 1, ttl=0, codec=INT)
+    assert await fake.get(other) is None
+
+
+async def test_decode_error_is_a_miss_deleted_and_reloaded(
+    cache: CacheAside, fake: Any, metrics: CacheMetrics
+) -> None:
+    await fake.set(KEY, b"\x00garbage", px=60_000)
+    assert await cache.get_or_load(KEY, counting_loader(4), ttl=60, codec=INT) == 4
+    assert ev(metrics, "decode_error") == 1
+    # wrong type inside a valid envelope is also a decode error
+    await cache.set(KEY, "text", ttl=60, codec=Codec(str))  # type: ignore[arg-type]
+    assert await cache.get_or_load(KEY, counting_loader(6), ttl=60, codec=INT) == 6
+    assert ev(metrics, "decode_error") == 2
+    assert await cache.get_or_load(KEY, counting_loader(7), ttl=60, codec=INT) == 6
+
+
+async def test_decode_error_deleted_even_if_not_recached(cache: CacheAside, fake: Any) -> None:
+    await fake.set(KEY, b"junk-junk-junk-junk", px=60_000)
+    assert await cache.get_or_load(KEY, counting_loader(4), ttl=0, codec=INT) == 4
+    assert await fake.get(KEY) is None
+
+
+async def test_redis_none_goes_to_loader_single_flighted(metrics: CacheMetrics) -> None:
+    cache = CacheAside(None, metrics=metrics)
+    loader = counting_loader(8, delay=0.01)
+    res = await asyncio.gather(
+        *(cache.get_or_load(KEY, loader, ttl=60, codec=INT) for _ in range(20))
+    )
+    assert res == [8] * 20 and loader.calls == 1
+    fallback_calls = 0
+
+    async def fb() -> None:
+        nonlocal fallback_calls
+        fallback_calls += 1
+
+    await cache.get_or_load(KEY, loader, ttl=60, codec=INT, also=[SideCommand(("INCR", "x"), fb)])
+    assert fallback_calls == 1
+    assert await cache.get_many([KEY], INT) == [None]
+    await cache.set(KEY, 1, ttl=60, codec=INT)
+    await cache.invalidate(KEY)
+    assert not await cache.healthy()
+
+
+async def test_side_commands_in_same_round_trip(cache: CacheAside, fake: Any) -> None:
+    await cache.set(KEY, 5, ttl=60, codec=INT)
+    called = False
+
+    async def fb() -> None:
+        nonlocal called
+        called = True
+
+    trips = RoundTrips(fake)
+    also = [
+        SideCommand(("HINCRBY", "t:v1:views:2026-01-01", "aries", 1), fb),
+        SideCommand(("HSET", "t:v1:seen", "7", "123")),
+    ]
+    assert await cache.get_or_load(KEY, counting_loader(0), ttl=60, codec=INT, also=also) == 5
+    assert trips.count == 1
+    assert await fake.hget("t:v1:views:2026-01-01", "aries") == b"1"
+    assert await fake.hget("t:v1:seen", "7") == b"123"
+    assert not called
+
+
+async def test_failed_side_command_runs_its_fallback(cache: CacheAside, fake: Any) -> None:
+    await fake.set("t:v1:str", "x")
+    calls: list[str] = []
+
+    async def fb() -> None:
+        calls.append("fb")
+
+    async def broken_fb() -> None:
+        raise RuntimeError("postgres down too")
+
+    also = [
+        SideCommand(("HINCRBY", "t:v1:str", "f", 1), fb),  # WRONGTYPE
+        SideCommand(("HINCRBY", "t:v1:ok", "f", 1), broken_fb),
+    ]
+    assert await cache.get_or_load(KEY, counting_loader(2), ttl=60, codec=INT, also=also) == 2
+    assert calls == ["fb"]
+
+
+async def test_redis_down_side_fallbacks_and_loader(
+    server: fakeredis.FakeServer, cache: CacheAside, metrics: CacheMetrics
+) -> None:
+    server.connected = False
+    calls: list[str] = []
+
+    async def fb() -> None:
+        calls.append("fb")
+
+    async def broken_fb() -> None:
+        raise RuntimeError("swallowed")
+
+    also = [SideCommand(("HINCRBY", "t:v1:v", "f", 1), fb), SideCommand(("INCR", "x"), broken_fb)]
+    assert await cache.get_or_load(KEY, counting_loader(2), ttl=60, codec=INT, also=also) == 2
+    assert calls == ["fb"]
+    assert ev(metrics, "redis_error") >= 1
+    res = await cache.load_many([Load(KEY, counting_loader(3), INT, 60)], also=also)
+    assert res == [3] and calls == ["fb", "fb"]
+
+
+async def test_breaker_opens_and_recovers(
+    server: fakeredis.FakeServer, fake: Any, metrics: CacheMetrics, clock: FakeClock
+) -> None:
+    breaker = CircuitBreaker(failure_threshold=3, cooldown=5.0, clock=clock)
+    cache = CacheAside(fake, metrics=metrics, breaker=breaker)
+    server.connected = False
+    for _ in range(3):
+        assert await cache.get_or_load(KEY, counting_loader(1), ttl=60, codec=INT) == 1
+    assert breaker.state == OPEN
+    errors = ev(metrics, "redis_error")
+    trips = RoundTrips(fake)
+    for _ in range(10):
+        assert await cache.get_or_load(KEY, counting_loader(1), ttl=60, codec=INT) == 1
+    assert trips.count == 0  # skipped entirely while open
+    assert ev(metrics, "redis_error") == errors
+    server.connected = True
+    clock.now += 5.0
+    assert await cache.get_or_load(KEY, counting_loader(2), ttl=60, codec=INT) == 2  # probe
+    assert breaker.state == 0
+    assert await cache.get_or_load(KEY, counting_loader(3), ttl=60, codec=INT) == 2  # cached
+    text = metrics.registry.get_sample_value("cache_breaker_state")
+    assert text == 0
+
+
+async def test_response_errors_do_not_open_breaker(fake: Any, metrics: CacheMetrics) -> None:
+    cache = CacheAside(fake, metrics=metrics)
+    await fake.hset(KEY, "a", "b")  # GET on a hash: WRONGTYPE
+    for _ in range(5):
+        assert await cache.get_or_load(KEY, counting_loader(1), ttl=60, codec=INT) == 1
+    assert cache.breaker.state == 0
+    assert ev(metrics, "redis_error") >= 5
+
+
+async def test_load_many_one_round_trip(cache: CacheAside, fake: Any) -> None:
+    await cache.set("t:v1:a:1", 1, ttl=60, codec=INT)
+    await cache.set("t:v1:b:1", "x", ttl=60, codec=Codec(str))
+    trips = RoundTrips(fake)
+    loads: list[Load[Any]] = [
+        Load("t:v1:a:1", counting_loader(99), INT, 60),
+        Load("t:v1:b:1", counting_loader("y"), Codec(str), 60),
+    ]
+    res = await cache.load_many(loads, also=[SideCommand(("HINCRBY", "t:v1:v", "a", 1))])
+    assert res == [1, "x"]
+    assert trips.count == 1
+    assert [c[0] for c in trips.commands] == ["MGET", "HINCRBY"]
+    # misses load concurrently through the normal path, NOT_FOUND cached with its own ttl
+    miss = counting_loader(5, delay=0.01)
+    nf = counting_loader(None)
+    res = await cache.load_many(
+        [Load("t:v1:a:2", miss, INT, 60), Load("t:v1:a:3", nf, INT, 60, negative_ttl=10)]
+    )
+    assert res == [5, None]
+    res = await cache.load_many(
+        [Load("t:v1:a:2", miss, INT, 60), Load("t:v1:a:3", nf, INT, 60, negative_ttl=10)]
+    )
+    assert res == [5, None] and miss.calls == 1 and nf.calls == 1
+    assert await cache.load_many([]) == []
+
+
+async def test_get_many(cache: CacheAside, fake: Any) -> None:
+    await cache.set_many({"t:v1:a:1": 1, "t:v1:a:2": 2}, ttl=60, codec=INT)
+    await fake.set("t:v1:a:3", b"bad")
+    trips = RoundTrips(fake)
+    assert await cache.get_many(["t:v1:a:1", "t:v1:a:9", "t:v1:a:3", "t:v1:a:2"], INT) == [
+        1,
+        None,
+        None,
+        2,
+    ]
+    assert trips.count == 1
+    assert await cache.get_many([], INT) == []
+
+
+async def test_invalidate_deletes_value_and_lock(cache: CacheAside, fake: Any) -> None:
+    await cache.set(KEY, 1, ttl=60, codec=INT)
+    await fake.set(KEY + ":lock", b"someone")
+    trips = RoundTrips(fake)
+    await cache.invalidate(KEY)
+    assert trips.count == 1
+    assert await fake.get(KEY) is None and await fake.get(KEY + ":lock") is None
+    await cache.invalidate()
+
+
+async def test_invalidate_swallows_errors(
+    server: fakeredis.FakeServer, cache: CacheAside, metrics: CacheMetrics
+) -> None:
+    server.connected = False
+    await cache.invalidate(KEY)
+    assert ev(metrics, "redis_error") == 1
+
+
+async def test_load_racing_an_invalidation_does_not_write_back(
+    cache: CacheAside, fake: Any
+) -> None:
+    gate = asyncio.Event()
+
+    async def old_loader() -> int:
+        await gate.wait()
+        return 1  # read before the write committed
+
+    reader = asyncio.create_task(cache.get_or_load(KEY, old_loader, ttl=60, codec=INT))
+    await asyncio.sleep(0.01)
+    await cache.invalidate(KEY)  # the write committed meanwhile
+    # a caller arriving now does not join the old load
+    assert await cache.get_or_load(KEY, counting_loader(2), ttl=60, codec=INT) == 2
+    gate.set()
+    assert await reader == 1
+    assert await cache.get_or_load(KEY, counting_loader(3), ttl=60, codec=INT) == 2
+
+
+async def test_early_refresh_serves_current_value_while_one_refresh_runs(
+    cache: CacheAside, fake: Any, metrics: CacheMetrics
+) -> None:
+    await cache.set(KEY, 1, ttl=10, codec=INT)
+    gate = asyncio.Event()
+    calls = 0
+
+    async def slow_new() -> int:
+        nonlocal calls
+        calls += 1
+        await gate.wait()
+        return 2
+
+    start = time.perf_counter()
+    res = await asyncio.gather(
+        *(cache.get_or_load(KEY, slow_new, ttl=10, codec=INT, early_refresh=30) for _ in range(20))
+    )
+    assert time.perf_counter() - start < 0.5
+    assert res == [1] * 20  # nobody waits for the refresh
+    for _ in range(3):
+        assert await cache.get_or_load(KEY, slow_new, ttl=10, codec=INT, early_refresh=30) == 1
+    await asyncio.sleep(0.01)
+    assert calls == 1
+    assert ev(metrics, "stale_served") >= 20
+    gate.set()
+    await cache.wait_background()
+    assert ev(metrics, "early_refresh") == 1
+    assert await cache.get_or_load(KEY, slow_new, ttl=10, codec=INT) == 2
+    assert 9_000 <= await fake.pttl(KEY) <= 11_000
+
+
+async def test_no_early_refresh_far_from_expiry(cache: CacheAside, metrics: CacheMetrics) -> None:
+    await cache.set(KEY, 1, ttl=3600, codec=INT)
+    loader = counting_loader(2)
+    for _ in range(50):
+        assert await cache.get_or_load(KEY, loader, ttl=3600, codec=INT, early_refresh=1) == 1
+    await cache.wait_background()
+    assert loader.calls == 0 and ev(metrics, "stale_served") == 0
+
+
+async def test_xfetch_uses_recorded_load_time(cache: CacheAside, fake: Any) -> None:
+    # A 60 s loader and 30 s left: XFetch (beta 1) refreshes with p = 1 - e^-0.5 per hit.
+    expiry = int(time.time() * 1000) + 30_000
+    await fake.set(KEY, struct.pack("!BQI", 0x56, expiry, 60_000) + INT.encode(1), px=30_000)
+    loader = counting_loader(2)
+    for _ in range(40):
+        await cache.get_or_load(KEY, loader, ttl=60, codec=INT, early_refresh=0.0)
+    await cache.wait_background()
+    assert loader.calls == 1
+
+
+async def test_aclose_cancels_background_refresh(cache: CacheAside) -> None:
+    await cache.set(KEY, 1, ttl=1, codec=INT)
+    never = asyncio.Event()
+
+    async def hang() -> int:
+        await never.wait()
+        return 2
+
+    assert await cache.get_or_load(KEY, hang, ttl=1, codec=INT, early_refresh=5) == 1
+    await asyncio.sleep(0.01)
+    assert cache._tasks
+    await cache.aclose()
+    assert not cache._tasks
+
+
+async def test_lock_false_writes_plainly(cache: CacheAside, fake: Any) -> None:
+    assert await cache.get_or_load(KEY, counting_loader(1), ttl=60, codec=INT, lock=False) == 1
+    assert await fake.get(KEY + ":lock") is None
+    assert await fake.get(KEY) is not None
+
+
+async def test_healthy(cache: CacheAside, server: fakeredis.FakeServer) -> None:
+    assert await cache.healthy()
+    server.connected = False
+    assert not await cache.healthy()
+
+
+def test_invalid_jitter() -> None:
+    with pytest.raises(ValueError):
+        CacheAside(None, jitter=1.5)
