@@ -19,7 +19,9 @@ from structlog.types import EventDict, Processor
 # <bot id>:<35 chars>, also inside URLs like /bot123:AA.../getMe; OpenAI-style sk-... keys.
 _TOKEN_RE = re.compile(r"(?<!\d)(\d{5,16}):[A-Za-z0-9_-]{30,}")
 _APIKEY_RE = re.compile(r"\bsk-[A-Za-z0-9_-]{16,}")
-_SECRET_KEYS = frozenset({"token", "bot_token", "api_key", "llm_api_key", "password", "authorization"})
+_SECRET_KEYS = frozenset(
+    {"token", "bot_token", "api_key", "llm_api_key", "password", "authorization"}
+)
 
 
 def mask_secrets_in_text(text: str) -> str:
@@ -31,7 +33,9 @@ def _mask(value: Any) -> Any:
     if isinstance(value, str):
         return mask_secrets_in_text(value)
     if isinstance(value, Mapping):
-        return {k: ("***" if str(k).lower() in _SECRET_KEYS else _mask(v)) for k, v in value.items()}
+        return {
+            k: ("***" if str(k).lower() in _SECRET_KEYS else _mask(v)) for k, v in value.items()
+        }
     if isinstance(value, list | tuple):
         return type(value)(_mask(v) for v in value)
     return value
@@ -104,6 +108,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         ("aiogram.event", "WARNING" if level != "DEBUG" else "DEBUG"),
         ("apscheduler.executors.default", "WARNING"),
         ("aiohttp.access", "WARNING"),
+        ("alembic.runtime.plugins", "WARNING"),
     ):
         logging.getLogger(name).setLevel(lib_level)
 
@@ -117,5 +122,3 @@ def clear_context(*keys: str) -> None:
         structlog.contextvars.unbind_contextvars(*keys)
     else:
         structlog.contextvars.clear_contextvars()
-
-
