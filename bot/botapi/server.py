@@ -24,9 +24,12 @@ if TYPE_CHECKING:
     from aiogram.client.session.aiohttp import AiohttpSession
     from aiogram.client.telegram import TelegramAPIServer
 
-__all__ = ["BotAPIServer"]
+__all__ = ["BOTAPI_KEY", "BotAPIServer"]
 
 MAX_REQUEST_SIZE = 50 * 1024 * 1024  # Telegram's upload limit for bots
+
+# Lets a route added by the playground find the double: request.app[BOTAPI_KEY].
+BOTAPI_KEY: web.AppKey[BotAPIServer] = web.AppKey("botapi")
 
 
 class BotAPIServer(BotAPIState):
@@ -43,7 +46,7 @@ class BotAPIServer(BotAPIState):
             tokens=tokens, conflict_policy=conflict_policy, auto_register=auto_register
         )
         self.app = web.Application(client_max_size=MAX_REQUEST_SIZE)
-        self.app["botapi"] = self
+        self.app[BOTAPI_KEY] = self
         self.app.router.add_route("*", "/bot{token}/{method}", self._api_handler)
         self.app.router.add_get("/file/bot{token}/{path:.+}", self._file_handler)
         self._runner: web.AppRunner | None = None
