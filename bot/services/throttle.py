@@ -1,0 +1,113 @@
+"""Per-user throttling in Redis: a burst is answered once, noticed once, then dropped.
+
+A fixed window of ``rate`` seconds per user, as two commands that can ride in the same pipeline
+as the user lookup (``SET key 0 NX PX window`` then ``INCR key``). INCR's reply decides:
+
+* 1: the first update of the window, handled;
+* 2: the second, answered with a polite "not so fast" notice;
+* 3+: dropped silently (a person hammering a button must not make the bot hammer Telegram).
+
+Why Redis and not a dict: with several bot instances behind a webhook, updates of one user land
+on different processes. Why it fails open: if Redis is unavailable the bot keeps answering;
+throttling is a courtesy, not a security boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from enum import Enum
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+
+from cache import KeySpace, SideCommand
+
+__all__ = ["Decision", "Throttle", "ThrottleProbe"]
+
+log = structlog.get_logger(__name__)
+
+
+class Decision(Enum):
+    ALLOW = "allow"
+    NOTICE = "notice"
+    DROP = "drop"
+
+
+def _decide(count: Any) -> Decision:
+    try:
+        n = int(count)
+    except (TypeError, ValueError):
+        return Decision.ALLOW
+    if n <= 1:
+        return Decision.ALLOW
+    return Decision.NOTICE if n == 2 else Decision.DROP
+
+
+class ThrottleProbe:
+    """The throttle's commands for one update, and the decision once their reply arrived.
+
+    ``commands`` go into the pipeline of the user lookup (or are sent on their own by
+    :meth:`Throttle.check`); ``decision`` stays ALLOW when the reply never came (Redis down,
+    cache disabled): fail open.
+    """
+
+    __slots__ = ("commands", "decision")
+
+    def __init__(self, key: str, window_ms: int, supports_on_result: bool) -> None:
+        self.decision = Decision.ALLOW
+        init = SideCommand(("SET", key, b"0", "NX", "PX", window_ms))
+        if supports_on_result:
+            incr = SideCommand(("INCR", key), on_result=self._on_result)  # type: ignore[call-arg]
+        else:
+            incr = SideCommand(("INCR", key))
+        self.commands: tuple[SideCommand, ...] = (init, incr)
+
+    def _on_result(self, value: Any) -> None:
+        if isinstance(value, BaseException):
+            return
+        self.decision = _decide(value)
+
+
+def side_command_supports_on_result() -> bool:
+    return "on_result" in getattr(SideCommand, "__dataclass_fields__", {})
+
+
+class Throttle:
+    """Redis fixed-window throttle keyed ``{prefix}:{v}:throttle:{user_id}``."""
+
+    def __init__(
+        self, redis: Redis | None, keys: KeySpace, rate: float, *, op_timeout: float = 0.3
+    ) -> None:
+        self.redis = redis
+        self.op_timeout = op_timeout
+        self.keys = keys
+        self.window_ms = max(1, int(rate * 1000))
+        self.piggyback = side_command_supports_on_result()
+
+    def key(self, user_id: int) -> str:
+        return self.keys.key("throttle", user_id)
+
+    def probe(self, user_id: int) -> ThrottleProbe:
+        """Commands to send along another read; read ``probe.decision`` after it returned."""
+        return ThrottleProbe(self.key(user_id), self.window_ms, self.piggyback)
+
+    def side_command(self, user_id: int) -> ThrottleProbe:
+        """Alias kept for callers that think of it as "the side command for this user"."""
+        return self.probe(user_id)
+
+    async def check(self, user_id: int) -> Decision:
+        """The decision for one update as its own round trip (when it cannot piggyback)."""
+        if self.redis is None:
+            return Decision.ALLOW
+        key = self.key(user_id)
+        try:
+            async with asyncio.timeout(self.op_timeout):
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.set(key, b"0", nx=True, px=self.window_ms)
+                pipe.incr(key)
+                _, count = await pipe.execute()
+        except Exception as exc:  # fail open
+            log.debug("throttle_unavailable", error=repr(exc))
+            return Decision.ALLOW
+        return _decide(count)
