@@ -1,0 +1,172 @@
+"""One wrapper around every job: leader lock, log context, metrics, never an exception out.
+
+Why a Redis lease lock per job: with N bot processes each scheduling the same jobs, a run must
+happen in one of them. ``SET NX PX`` with a token (cache.lock.RedisLock) elects the leader of
+*this run*; the lease is extended while the job runs (a long precompute keeps it) and expires
+on its own when the holder dies, so a crashed leader never blocks the next run for long. The
+jobs are idempotent anyway (conditional UPDATE for pushes, ON CONFLICT for horoscopes,
+exactly-once batches for flushes), so the lock saves work and Telegram quota, not correctness.
+
+When Redis cannot be asked at all, the job runs without the lock rather than not at all: the
+idempotency above makes a double run harmless, while a skipped push would be a missed day.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from bot.metrics import JOB_LAST_SUCCESS, JOB_RUNS, JOB_SECONDS
+from cache.keys import KeySpace
+from cache.lock import RedisLock
+
+__all__ = ["JobOutcome", "JobRunner"]
+
+log = structlog.get_logger(__name__)
+
+JobFunc = Callable[[], Awaitable[Any]]
+
+
+class JobOutcome(enum.StrEnum):
+    OK = "ok"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+class JobRunner:
+    """Runs named jobs under their leader lock and remembers which ones are running.
+
+    The set of running tasks is what a graceful shutdown waits for (APScheduler's asyncio
+    executor would simply cancel them). ``lease`` should be a few times longer than a Redis
+    hiccup; the lock is extended every lease/3 while the job runs.
+    """
+
+    def __init__(
+        self,
+        redis: Redis | None,
+        keyspace: KeySpace,
+        *,
+        lease: float = 30.0,
+        monotonic: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.redis = redis
+        self.keyspace = keyspace
+        self.lease = lease
+        self._monotonic = monotonic
+        self.running: dict[asyncio.Task[Any], str] = {}
+
+    def lock_key(self, name: str) -> str:
+        return self.keyspace.key("leader", name)
+
+    @contextlib.asynccontextmanager
+    async def _leadership(self, name: str) -> AsyncIterator[bool]:
+        if self.redis is None:
+            yield True
+            return
+        lock = RedisLock(self.redis, self.lock_key(name), lease=self.lease)
+        try:
+            acquired: bool | None = await lock.acquire()
+        except (RedisError, OSError) as exc:
+            log.warning("job_lock_unavailable", error=repr(exc), note="running without the lock")
+            acquired = None
+        if acquired is None:
+            yield True
+            return
+        if not acquired:
+            yield False
+            return
+        async with lock.hold(acquire=False) as held:
+            yield held
+
+    async def run(self, name: str, func: JobFunc, *, lock: bool = True) -> JobOutcome:
+        """Run ``func`` once as job ``name``; returns how it went, never raises (but cancel)."""
+        task = asyncio.current_task()
+        if task is not None:
+            self.running[task] = name
+        try:
+            with structlog.contextvars.bound_contextvars(job=name):
+                return await self._run(name, func, lock=lock)
+        finally:
+            if task is not None:
+                self.running.pop(task, None)
+
+    async def _run(self, name: str, func: JobFunc, *, lock: bool) -> JobOutcome:
+        started = self._monotonic()
+        outcome = JobOutcome.FAILED
+        try:
+            leadership = self._leadership(name) if lock else _always_leader()
+            async with leadership as leader:
+                if not leader:
+                    outcome = JobOutcome.SKIPPED
+                    log.info("job_skipped", reason="another instance holds the leader lock")
+                    return outcome
+                log.debug("job_started")
+                result = await func()
+                outcome = JobOutcome.OK
+        except asyncio.CancelledError:
+            outcome = JobOutcome.CANCELLED
+            log.warning("job_cancelled")
+            raise
+        except Exception:
+            log.exception("job_failed")
+            return outcome
+        finally:
+            elapsed = self._monotonic() - started
+            JOB_RUNS.labels(name, outcome.value).inc()
+            if outcome is not JobOutcome.SKIPPED:
+                JOB_SECONDS.labels(name).observe(elapsed)
+            if outcome is JobOutcome.OK:
+                JOB_LAST_SUCCESS.labels(name).set(time.time())
+        log.info("job_done", seconds=round(elapsed, 3), result=_summary(result))
+        return outcome
+
+    def wrap(self, name: str, func: JobFunc, *, lock: bool = True) -> Callable[[], Awaitable[Any]]:
+        """The scheduler's callable for job ``name`` (a coroutine function for APScheduler)."""
+
+        async def job() -> JobOutcome:
+            return await self.run(name, func, lock=lock)
+
+        job.__name__ = job.__qualname__ = f"job_{name}"
+        return job
+
+    async def wait_running(self, timeout: float) -> set[str]:  # noqa: ASYNC109
+        """Wait up to ``timeout`` s for running jobs; cancel what is left. Returns their names.
+
+        Cancelling unwinds RedisLock.hold, which releases the lock, so the next instance does
+        not wait for the lease to expire.
+        """
+        tasks = {t for t in self.running if t is not asyncio.current_task()}
+        if not tasks:
+            return set()
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        names = {self.running.get(t, "?") for t in pending}
+        for t in pending:
+            t.cancel()
+        if pending:
+            log.warning("jobs_cancelled_at_shutdown", jobs=sorted(names))
+            await asyncio.wait(pending, timeout=2.0)
+        return names
+
+
+@contextlib.asynccontextmanager
+async def _always_leader() -> AsyncIterator[bool]:
+    yield True
+
+
+def _summary(result: Any) -> Any:
+    """Something short and loggable from a job's return value."""
+    if result is None or isinstance(result, (int, float, str, bool)):
+        return result
+    as_dict = getattr(result, "as_dict", None)
+    if callable(as_dict):
+        return as_dict()
+    return repr(result)[:200]

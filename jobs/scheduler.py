@@ -1,0 +1,192 @@
+"""The scheduler: which job runs when, start-up work, and a graceful shutdown.
+
+One APScheduler 3 AsyncIOScheduler in the bot's event loop, in BOT_TIMEZONE (so "00:05" in
+PRECOMPUTE_TIMES means five past midnight where the bot lives, whatever the server's zone).
+Job defaults: ``coalesce`` (a backlog of missed runs becomes one run), ``max_instances=1``
+(a slow push is not started again on top of itself) and a misfire grace time (a run delayed by
+a busy loop or a suspended laptop still happens if it is less than a minute late).
+
+Every job goes through JobRunner (jobs/leader.py): leader lock, ``job=<name>`` log context,
+metrics, and no exception ever reaches the scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from jobs.deps import JobDeps
+from jobs.leader import JobOutcome, JobRunner
+from jobs.maintenance import flush_last_seen, flush_views, warm_file_ids
+from jobs.precompute import PrecomputeReport, run_precompute
+from jobs.push import run_push
+
+__all__ = [
+    "JOB_DEFAULTS",
+    "JobsHandle",
+    "create_scheduler",
+    "job_functions",
+    "start_jobs",
+]
+
+log = structlog.get_logger(__name__)
+
+JOB_DEFAULTS: dict[str, Any] = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 60}
+
+#: Second of the minute the push runs at: a little after the minute turns, so a user whose
+#: push time is 09:00 is due (push_time <= local time) even with a slightly early timer.
+PUSH_SECOND = 5
+
+
+def job_functions(deps: JobDeps) -> dict[str, Callable[[], Awaitable[Any]]]:
+    """Each job by name, as a no-argument coroutine function bound to ``deps``."""
+
+    async def precompute() -> PrecomputeReport:
+        return await run_precompute(deps)
+
+    async def views() -> Any:
+        return await flush_views(deps)
+
+    async def last_seen() -> Any:
+        return await flush_last_seen(deps)
+
+    async def push() -> Any:
+        return await run_push(deps)
+
+    async def warm() -> int:
+        return await warm_file_ids(deps)
+
+    return {
+        "precompute": precompute,
+        "flush_views": views,
+        "flush_last_seen": last_seen,
+        "push": push,
+        "warm_file_ids": warm,
+    }
+
+
+def create_scheduler(deps: JobDeps, *, runner: JobRunner | None = None) -> AsyncIOScheduler:
+    """A scheduler with every periodic job added (not started). The push needs ``deps.bot``."""
+    runner = runner or JobRunner(deps.redis, deps.keyspace)
+    settings = deps.settings
+    tz = settings.tz
+    funcs = job_functions(deps)
+    scheduler = AsyncIOScheduler(timezone=tz, job_defaults=dict(JOB_DEFAULTS))
+    for at in settings.precompute_times:
+        scheduler.add_job(
+            runner.wrap("precompute", funcs["precompute"]),
+            CronTrigger(hour=at.hour, minute=at.minute, second=at.second, timezone=tz),
+            id=f"precompute@{at.strftime('%H:%M')}",
+            name="precompute",
+        )
+    scheduler.add_job(
+        runner.wrap("flush_views", funcs["flush_views"]),
+        IntervalTrigger(seconds=settings.flush_views_seconds, timezone=tz),
+        id="flush_views",
+        name="flush_views",
+    )
+    scheduler.add_job(
+        runner.wrap("flush_last_seen", funcs["flush_last_seen"]),
+        IntervalTrigger(seconds=settings.flush_last_seen_seconds, timezone=tz),
+        id="flush_last_seen",
+        name="flush_last_seen",
+    )
+    if deps.bot is not None and deps.images is not None:
+        scheduler.add_job(
+            runner.wrap("push", funcs["push"]),
+            CronTrigger(second=PUSH_SECOND, timezone=tz),
+            id="push",
+            name="push",
+        )
+    else:
+        log.info("job_not_scheduled", job="push", reason="no Bot or image sender")
+    return scheduler
+
+
+@dataclass
+class JobsHandle:
+    """What start_jobs returns: the running scheduler and the start-up work in flight."""
+
+    deps: JobDeps
+    runner: JobRunner
+    scheduler: AsyncIOScheduler | None
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+    _stopped: bool = False
+
+    def spawn(self, name: str, func: Callable[[], Awaitable[Any]]) -> asyncio.Task[JobOutcome]:
+        """Run a job once in the background (through the runner), tracked for shutdown."""
+        task = asyncio.create_task(self.runner.run(name, func), name=f"job:{name}")
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
+
+    async def shutdown(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Stop scheduling, let a running job finish (up to ``timeout`` s, then cancel it:
+        its lock is released on the way out), then flush both buffers once."""
+        if self._stopped:
+            return
+        self._stopped = True
+        scheduler = self.scheduler
+        if scheduler is not None and scheduler.running:
+            scheduler.pause()  # no new runs; the executor would cancel running ones outright
+        running = set(self.runner.running) | {t for t in self.background if not t.done()}
+        if running:
+            log.info("jobs_waiting_at_shutdown", jobs=sorted(self.runner.running.values()))
+            _, pending = await asyncio.wait(running, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning(
+                    "jobs_cancelled_at_shutdown",
+                    jobs=sorted(self.runner.running.get(t, t.get_name()) for t in pending),
+                )
+                with contextlib.suppress(Exception):
+                    await asyncio.wait(pending, timeout=2.0)
+        if scheduler is not None and scheduler.running:
+            scheduler.shutdown(wait=False)
+        funcs = job_functions(self.deps)
+        for name in ("flush_views", "flush_last_seen"):
+            await self.runner.run(name, funcs[name])
+        log.info("jobs_stopped")
+
+
+def log_schedule(scheduler: AsyncIOScheduler, tz: dt.tzinfo) -> None:
+    for job in scheduler.get_jobs():
+        next_run = job.next_run_time
+        log.info(
+            "job_scheduled",
+            job=job.name,
+            id=job.id,
+            next_run=next_run.astimezone(tz).isoformat() if next_run else None,
+            trigger=str(job.trigger),
+        )
+
+
+async def start_jobs(deps: JobDeps, *, runner: JobRunner | None = None) -> JobsHandle:
+    """Warm file_ids, start the scheduler, and precompute in the background.
+
+    Returns at once after the warm-up (one query, one pipeline): precompute may take a while
+    with an LLM generator, and the bot should answer meanwhile (a miss generates on demand).
+    With SCHEDULER_ENABLED=false nothing is scheduled, but shutdown still flushes the buffers.
+    """
+    runner = runner or JobRunner(deps.redis, deps.keyspace)
+    funcs = job_functions(deps)
+    await runner.run("warm_file_ids", funcs["warm_file_ids"])
+    if not deps.settings.scheduler_enabled:
+        log.info("scheduler_disabled")
+        return JobsHandle(deps=deps, runner=runner, scheduler=None)
+    scheduler = create_scheduler(deps, runner=runner)
+    scheduler.start()
+    handle = JobsHandle(deps=deps, runner=runner, scheduler=scheduler)
+    log_schedule(scheduler, deps.settings.tz)
+    handle.spawn("precompute", funcs["precompute"])
+    return handle
