@@ -1,0 +1,425 @@
+"""Users: Redis first, Postgres second; writes in the unit of work, invalidation after commit.
+
+The hot path is ``get_or_create_from_telegram``, called for every update. For a known user
+whose Telegram profile did not change it costs one Redis round trip (the GET, with the
+last-seen HSET in the same pipeline) and no SQL at all: the unit-of-work session is lazy, so
+it never even checks out a connection.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+import time
+import zoneinfo
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import ColumnElement, func, literal_column, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cache import Codec, SideCommand
+from cache.buffers import BufferHandoff
+from db.models import User
+from db.repositories.context import DataContext
+from db.repositories.values import LastSeenFlushResult, PushTarget, TelegramUserLike, UserData
+from db.types import Lang, Sign
+
+__all__ = ["USER_NEGATIVE_TTL", "USER_TTL", "UserNotFoundError", "UserRepository"]
+
+log = logging.getLogger(__name__)
+
+#: A day: user rows change rarely, and every change invalidates the entry after its commit.
+USER_TTL: Final = 86_400.0
+#: "No such user" is remembered briefly: a new user's INSERT invalidates it after commit anyway.
+USER_NEGATIVE_TTL: Final = 60.0
+
+KIND_LAST_SEEN: Final = "last_seen"
+
+_CODEC: Final[Codec[UserData]] = Codec(UserData)
+
+#: The columns that make a UserData, in the struct's field order.
+_COLUMNS: Final = (
+    User.id,
+    User.is_bot,
+    User.first_name,
+    User.last_name,
+    User.username,
+    User.language_code,
+    User.is_premium,
+    User.zodiac_sign,
+    User.lang,
+    User.timezone,
+    User.push_enabled,
+    User.push_time,
+    User.last_push_date,
+    User.created_at,
+)
+
+# Keeps the newest stamp: batches may arrive out of order, and a direct fallback write may
+# already have stored a later one.
+_APPLY_LAST_SEEN = text(
+    """
+    UPDATE users AS u
+    SET last_seen_at = greatest(u.last_seen_at, to_timestamp(v.ts))
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:stamps AS double precision[])) AS v(id, ts)
+    WHERE u.id = v.id
+    """
+)
+
+_CLAIM_BATCH = text(
+    """
+    INSERT INTO applied_batches (batch_id, kind, item_count)
+    VALUES (:batch_id, :kind, :n)
+    ON CONFLICT (batch_id) DO NOTHING
+    RETURNING batch_id
+    """
+)
+
+# Loose index scan over the partial push index: one index probe per distinct zone instead of
+# reading every subscriber just to learn which zones exist.
+_SUBSCRIBER_ZONES = text(
+    """
+    WITH RECURSIVE z(tz) AS (
+        (SELECT timezone FROM users WHERE push_enabled AND timezone IS NOT NULL
+         ORDER BY timezone LIMIT 1)
+        UNION ALL
+        SELECT (SELECT u.timezone FROM users u
+                WHERE u.push_enabled AND u.timezone > z.tz
+                ORDER BY u.timezone LIMIT 1)
+        FROM z WHERE z.tz IS NOT NULL
+    )
+    SELECT tz FROM z WHERE tz IS NOT NULL
+    """
+)
+
+
+class UserNotFoundError(LookupError):
+    """A setter was called for a user id that has no row."""
+
+
+@functools.cache
+def _known_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def validate_timezone(name: str) -> str:
+    """Return ``name`` if it is an IANA zone name this machine knows; ValueError otherwise.
+
+    ``available_timezones`` rather than just ``ZoneInfo(name)``: the latter also accepts file
+    paths inside the tz database (``posix/...``, ``right/...``) that are not zone names.
+    """
+    if name not in _known_zones():
+        raise ValueError(f"unknown time zone: {name!r}")
+    ZoneInfo(name)
+    return name
+
+
+def _to_data(row: Any) -> UserData:
+    m = row._mapping
+    return UserData(
+        id=m["id"],
+        is_bot=m["is_bot"],
+        first_name=m["first_name"],
+        last_name=m["last_name"],
+        username=m["username"],
+        language_code=m["language_code"],
+        is_premium=m["is_premium"],
+        zodiac_sign=m["zodiac_sign"],
+        lang=m["lang"],
+        timezone=m["timezone"],
+        push_enabled=m["push_enabled"],
+        push_time=m["push_time"],
+        last_push_date=m["last_push_date"],
+        created_at=m["created_at"],
+    )
+
+
+def _profile(tg: TelegramUserLike) -> dict[str, Any]:
+    return {
+        "is_bot": bool(tg.is_bot),
+        "first_name": tg.first_name,
+        "last_name": tg.last_name,
+        "username": tg.username,
+        "language_code": tg.language_code,
+        "is_premium": bool(tg.is_premium),
+    }
+
+
+def _profile_changed(data: UserData, profile: dict[str, Any]) -> bool:
+    return any(getattr(data, name) != value for name, value in profile.items())
+
+
+class UserRepository:
+    """Users of the bot. Methods never commit: the caller's unit of work does.
+
+    ``session`` is the update's unit-of-work session (writes); reads through the cache load
+    with their own short sessions from ``ctx.session_factory``.
+    """
+
+    __slots__ = ("_ctx", "_session")
+
+    def __init__(self, session: AsyncSession, ctx: DataContext) -> None:
+        self._session = session
+        self._ctx = ctx
+
+    # ------------------------------------------------------------------ keys and loaders
+
+    def key(self, user_id: int) -> str:
+        return self._ctx.keys.key("user", user_id)
+
+    @property
+    def last_seen_key(self) -> str:
+        return self._ctx.keys.key("buf", "lastseen")
+
+    def _loader(self, user_id: int) -> Callable[[], Awaitable[UserData | None]]:
+        async def load() -> UserData | None:
+            async with self._ctx.session_factory() as s:
+                row = (await s.execute(select(*_COLUMNS).where(User.id == user_id))).first()
+            return _to_data(row) if row is not None else None
+
+        return load
+
+    async def _cached(self, user_id: int, also: Sequence[SideCommand] = ()) -> UserData | None:
+        return await self._ctx.cache.get_or_load(
+            self.key(user_id),
+            self._loader(user_id),
+            ttl=USER_TTL,
+            codec=_CODEC,
+            negative_ttl=USER_NEGATIVE_TTL,
+            also=also,
+        )
+
+    # ------------------------------------------------------------------ reads
+
+    async def get(self, user_id: int) -> UserData | None:
+        """The user, or None: Redis, then Postgres (a miss is remembered for a minute)."""
+        return await self._cached(user_id)
+
+    async def get_or_create_from_telegram(
+        self, tg_user: TelegramUserLike, *, seen_at: float | None = None
+    ) -> tuple[UserData, bool]:
+        """The user behind an update, created on first contact; ``(user, created)``.
+
+        Known and unchanged: one Redis round trip (GET + last-seen HSET), no SQL. Changed
+        profile or new user: one upsert in the unit of work, the cache entry (or its
+        NOT_FOUND) deleted after the commit. The upsert (``ON CONFLICT (id) DO UPDATE``)
+        means two concurrent first updates of one user cannot fail; ``created`` is true only
+        for the one whose INSERT actually inserted the row (``xmax = 0``).
+        """
+        stamp = time.time() if seen_at is None else seen_at
+        data = await self._cached(tg_user.id, also=(self.last_seen_command(tg_user.id, stamp),))
+        profile = _profile(tg_user)
+        if data is not None and not _profile_changed(data, profile):
+            return data, False
+        ins = insert(User).values(id=tg_user.id, **profile)
+        stmt = ins.on_conflict_do_update(
+            index_elements=[User.id],
+            set_={**{name: ins.excluded[name] for name in profile}, "updated_at": func.now()},
+        ).returning(*_COLUMNS, literal_column("(xmax = 0)").label("inserted"))
+        row = (await self._session.execute(stmt)).one()
+        self._ctx.cache.invalidate_after_commit(self._session, self.key(tg_user.id))
+        return _to_data(row), bool(row._mapping["inserted"])
+
+    # ------------------------------------------------------------------ settings
+
+    async def _update(
+        self, user_id: int, where: Sequence[ColumnElement[bool]] = (), **values: Any
+    ) -> Any | None:
+        stmt = (
+            update(User)
+            .where(User.id == user_id, *where)
+            .values(**values)
+            .returning(*_COLUMNS)
+            .execution_options(synchronize_session=False)
+        )
+        row = (await self._session.execute(stmt)).first()
+        if row is not None:
+            self._ctx.cache.invalidate_after_commit(self._session, self.key(user_id))
+        return row
+
+    async def _set(self, user_id: int, **values: Any) -> UserData:
+        row = await self._update(user_id, **values)
+        if row is None:
+            raise UserNotFoundError(user_id)
+        return _to_data(row)
+
+    async def set_sign(self, user_id: int, sign: Sign | None) -> UserData:
+        return await self._set(user_id, zodiac_sign=sign)
+
+    async def set_lang(self, user_id: int, lang: Lang | None) -> UserData:
+        return await self._set(user_id, lang=lang)
+
+    async def set_timezone(self, user_id: int, timezone: str | None) -> UserData:
+        """Set the user's IANA zone (None: back to the bot's zone); ValueError if unknown."""
+        return await self._set(
+            user_id, timezone=None if timezone is None else validate_timezone(timezone)
+        )
+
+    async def set_push(
+        self, user_id: int, enabled: bool, push_time: dt.time | None = None
+    ) -> UserData:
+        """Turn the daily push on/off, optionally moving its local time (whole minutes)."""
+        values: dict[str, Any] = {"push_enabled": enabled}
+        if push_time is not None:
+            if push_time.tzinfo is not None:
+                raise ValueError("push_time is a local wall-clock time: pass a naive time")
+            values["push_time"] = push_time.replace(second=0, microsecond=0)
+        return await self._set(user_id, **values)
+
+    # ------------------------------------------------------------------ last seen
+
+    def last_seen_command(self, user_id: int, stamp: float) -> SideCommand:
+        """HSET of the user's last-seen stamp into the buffer, to ride along the user GET.
+
+        The fallback (Redis unavailable) writes the stamp directly, in its own transaction,
+        so "active users" stays right while Redis is down.
+        """
+
+        async def fallback() -> None:
+            async with self._ctx.session_factory() as s, s.begin():
+                await s.execute(_APPLY_LAST_SEEN, {"ids": [user_id], "stamps": [stamp]})
+
+        return SideCommand(
+            ("HSET", self.last_seen_key, str(user_id), str(int(stamp))), fallback=fallback
+        )
+
+    async def flush_last_seen(
+        self, *, checkpoint: Callable[[str], Awaitable[None]] | None = None
+    ) -> LastSeenFlushResult:
+        """Write buffered last-seen stamps with one UPDATE per batch, exactly once.
+
+        Same hand-over as the view counters (cache/buffers.py). Exactly-once matters less
+        here (``greatest`` makes a replay harmless) but sharing one protocol means one thing
+        to get right. Uses its own transaction: this is a job, not part of an update.
+        """
+        redis = self._ctx.cache.redis
+        if redis is None:
+            return LastSeenFlushResult()
+        stamps = rows = 0
+
+        async def apply(batch_id: str, data: dict[bytes, bytes]) -> bool:
+            nonlocal stamps, rows
+            ids: list[int] = []
+            values: list[float] = []
+            for raw_id, raw_ts in data.items():
+                try:
+                    ids.append(int(raw_id))
+                    values.append(float(raw_ts))
+                except ValueError:
+                    log.warning("dropping malformed last-seen field %r=%r", raw_id, raw_ts)
+            async with self._ctx.session_factory() as s, s.begin():
+                claimed = await s.scalar(
+                    _CLAIM_BATCH, {"batch_id": batch_id, "kind": KIND_LAST_SEEN, "n": len(ids)}
+                )
+                if claimed is None:
+                    return False
+                result = await s.execute(_APPLY_LAST_SEEN, {"ids": ids, "stamps": values})
+                if checkpoint is not None:
+                    await checkpoint("before_commit")
+            stamps += len(ids)
+            rows += int(getattr(result, "rowcount", 0) or 0)
+            return True
+
+        handoff = BufferHandoff(redis, self.last_seen_key)
+        result = await handoff.drain(apply, checkpoint=checkpoint)
+        return LastSeenFlushResult(batches=result.batches, stamps=stamps, rows=rows)
+
+    # ------------------------------------------------------------------ statistics
+
+    async def count_total(self) -> int:
+        return int(await self._session.scalar(select(func.count()).select_from(User)) or 0)
+
+    async def count_push_subscribers(self) -> int:
+        stmt = select(func.count()).select_from(User).where(User.push_enabled)
+        return int(await self._session.scalar(stmt) or 0)
+
+    async def count_seen_since(self, since: dt.datetime) -> int:
+        """Users seen at or after ``since``: flushed stamps plus those still in Redis."""
+        threshold = since.timestamp()
+        buffered: dict[int, float] = {}
+        redis = self._ctx.cache.redis
+        if redis is not None:
+            try:
+                for data in await BufferHandoff(redis, self.last_seen_key).snapshot():
+                    for raw_id, raw_ts in data.items():
+                        uid, ts = int(raw_id), float(raw_ts)
+                        buffered[uid] = max(ts, buffered.get(uid, ts))
+            except Exception as exc:  # stats must answer without Redis
+                log.warning("last-seen buffer unavailable for stats: %r", exc)
+        recent = [uid for uid, ts in buffered.items() if ts >= threshold]
+        stmt = select(func.count()).select_from(User).where(User.last_seen_at >= since)
+        if recent:
+            stmt = stmt.where(User.id.not_in(recent))
+        flushed = int(await self._session.scalar(stmt) or 0)
+        return flushed + len(recent)
+
+    # ------------------------------------------------------------------ push
+
+    async def due_for_push(
+        self, now_utc: dt.datetime, *, limit: int = 500, after_id: int = 0
+    ) -> list[PushTarget]:
+        """Subscribers whose local push time has come today and who were not pushed today.
+
+        Walks one zone at a time (NULL zone = the bot's zone), so every query is an equality
+        on the leading column of the partial index ``ix_users_push_due`` plus a range on
+        ``push_time``: never a full scan. Keyset pagination by id (``after_id``) across zones:
+        each zone returns its first ``limit`` ids above ``after_id``; the smallest ``limit``
+        of the union are the global page. Users without a sign are skipped (nothing to send).
+        """
+        if now_utc.tzinfo is None:
+            raise ValueError("now_utc must be timezone-aware")
+        zones: list[str | None] = [None]
+        zones += list((await self._session.execute(_SUBSCRIBER_ZONES)).scalars())
+        found: list[PushTarget] = []
+        for name in zones:
+            try:
+                zone = self._ctx.tz if name is None else ZoneInfo(name)
+            except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+                log.warning("skipping subscribers with unknown zone %r", name)
+                continue
+            local = now_utc.astimezone(zone)
+            today, now_time = local.date(), local.time().replace(tzinfo=None)
+            zone_cond = User.timezone.is_(None) if name is None else User.timezone == name
+            stmt = (
+                select(*_COLUMNS)
+                .where(
+                    User.push_enabled,
+                    zone_cond,
+                    User.push_time <= now_time,
+                    (User.last_push_date.is_(None)) | (User.last_push_date < today),
+                    User.zodiac_sign.is_not(None),
+                    User.id > after_id,
+                )
+                .order_by(User.id)
+                .limit(limit)
+            )
+            for row in await self._session.execute(stmt):
+                found.append(PushTarget(user=_to_data(row), local_date=today))
+        found.sort(key=lambda t: t.user.id)
+        return found[:limit]
+
+    async def mark_pushed(self, user_id: int, local_date: dt.date) -> bool:
+        """Claim today's push for the user; False if it was already claimed (never send twice).
+
+        A conditional UPDATE: of two senders racing for one user, the second blocks on the
+        row lock, re-evaluates the condition after the first commits, and gets no row.
+        """
+        cond = (User.last_push_date.is_(None)) | (User.last_push_date < local_date)
+        return await self._update(user_id, [cond], last_push_date=local_date) is not None
+
+    async def unmark_pushed(self, user_id: int, local_date: dt.date) -> bool:
+        """Undo ``mark_pushed`` after a failed send, so the user is due again today."""
+        row = await self._update(
+            user_id,
+            [User.last_push_date == local_date],
+            last_push_date=local_date - dt.timedelta(days=1),
+        )
+        return row is not None
+
+    async def disable_push(self, user_id: int) -> bool:
+        """Turn the push off (the user blocked the bot); False when there is no such user."""
+        return await self._update(user_id, push_enabled=False) is not None

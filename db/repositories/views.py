@@ -1,0 +1,180 @@
+"""Horoscope view counters: HINCRBY in Redis on the read's round trip, flushed exactly once.
+
+Why a buffer: a view is a write on the hottest path of the bot. Counting it in Redis costs
+nothing extra (it rides in the pipeline of the horoscope GET); Postgres sees one batched
+upsert per flush instead of one UPDATE per view. When Redis is unavailable the same +1 goes
+straight to Postgres (the side command's fallback), so no view is lost either way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy import func, select, text
+
+from cache import SideCommand
+from cache.buffers import BufferHandoff
+from db.models import HoroscopeView
+from db.repositories.context import DataContext
+from db.repositories.values import FlushResult
+from db.types import Sign
+
+__all__ = ["HoroscopeViewRepository"]
+
+log = logging.getLogger(__name__)
+
+KIND = "views"
+
+_UPSERT = text(
+    """
+    INSERT INTO horoscope_views (zodiac_sign, view_date, view_count)
+    SELECT s, d, c
+    FROM unnest(CAST(:signs AS varchar[]), CAST(:dates AS date[]), CAST(:counts AS bigint[]))
+         AS v(s, d, c)
+    ON CONFLICT (zodiac_sign, view_date) DO UPDATE
+    SET view_count = horoscope_views.view_count + excluded.view_count, updated_at = now()
+    """
+)
+
+_CLAIM_BATCH = text(
+    """
+    INSERT INTO applied_batches (batch_id, kind, item_count)
+    VALUES (:batch_id, :kind, :n)
+    ON CONFLICT (batch_id) DO NOTHING
+    RETURNING batch_id
+    """
+)
+
+
+def _field(sign: Sign, date: dt.date) -> str:
+    return f"{date.isoformat()}:{sign.value}"
+
+
+def _parse_field(field: bytes) -> tuple[Sign, dt.date] | None:
+    try:
+        day, _, sign = field.decode().partition(":")
+        return Sign(sign), dt.date.fromisoformat(day)
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+class HoroscopeViewRepository:
+    """Record views (buffered), flush them exactly once, and report totals for /stats."""
+
+    __slots__ = ("_ctx", "buffer_key")
+
+    def __init__(self, ctx: DataContext) -> None:
+        self._ctx = ctx
+        self.buffer_key = ctx.keys.key("buf", "views")
+
+    def _handoff(self) -> BufferHandoff | None:
+        redis = self._ctx.cache.redis
+        return BufferHandoff(redis, self.buffer_key) if redis is not None else None
+
+    # ------------------------------------------------------------------ recording
+
+    def view_command(self, sign: Sign, date: dt.date) -> SideCommand:
+        """HINCRBY for one view, to ride along a read; falls back to a direct +1 in Postgres."""
+        return SideCommand(
+            ("HINCRBY", self.buffer_key, _field(sign, date), 1),
+            fallback=self._direct_increment(sign, date),
+        )
+
+    def _direct_increment(self, sign: Sign, date: dt.date) -> Callable[[], Awaitable[None]]:
+        async def fallback() -> None:
+            # Its own short transaction: the fallback runs inside a cache read, which must not
+            # depend on (or commit) the caller's unit of work.
+            async with self._ctx.session_factory() as s, s.begin():
+                await s.execute(_UPSERT, {"signs": [sign.value], "dates": [date], "counts": [1]})
+
+        return fallback
+
+    async def record_view(self, sign: Sign, date: dt.date) -> None:
+        """Count one view on its own (one round trip; Postgres directly if Redis is down)."""
+        await self._ctx.cache.load_many([], also=[self.view_command(sign, date)])
+
+    # ------------------------------------------------------------------ flushing
+
+    async def flush(
+        self, *, checkpoint: Callable[[str], Awaitable[None]] | None = None
+    ) -> FlushResult:
+        """Move the buffer to ``horoscope_views`` exactly once (see cache/buffers.py).
+
+        ``checkpoint`` is a test hook awaited between steps (``handed_over``, ``read``,
+        ``before_commit``, ``committed``, ``acked``); raising there simulates a crash.
+        """
+        handoff = self._handoff()
+        if handoff is None:
+            return FlushResult()
+        rows = views = 0
+
+        async def apply(batch_id: str, data: dict[bytes, bytes]) -> bool:
+            nonlocal rows, views
+            counts: dict[tuple[Sign, dt.date], int] = {}
+            for raw, value in data.items():
+                parsed = _parse_field(raw)
+                if parsed is None:
+                    log.warning("dropping malformed view field %r", raw)
+                    continue
+                counts[parsed] = counts.get(parsed, 0) + int(value)
+            async with self._ctx.session_factory() as s, s.begin():
+                claimed = await s.scalar(
+                    _CLAIM_BATCH, {"batch_id": batch_id, "kind": KIND, "n": len(counts)}
+                )
+                if claimed is None:
+                    log.info("view batch %s was already applied; acking it", batch_id)
+                    return False
+                if counts:
+                    await s.execute(
+                        _UPSERT,
+                        {
+                            "signs": [sign.value for sign, _ in counts],
+                            "dates": [day for _, day in counts],
+                            "counts": list(counts.values()),
+                        },
+                    )
+                if checkpoint is not None:
+                    await checkpoint("before_commit")
+            rows += len(counts)
+            views += sum(counts.values())
+            return True
+
+        result = await handoff.drain(apply, checkpoint=checkpoint)
+        return FlushResult(batches=result.batches, rows=rows, views=views)
+
+    # ------------------------------------------------------------------ statistics
+
+    async def totals(self, date: dt.date) -> dict[Sign, int]:
+        """Views of ``date`` already in Postgres, per sign (signs without views are absent)."""
+        async with self._ctx.session_factory() as s:
+            result = await s.execute(
+                select(HoroscopeView.zodiac_sign, HoroscopeView.view_count).where(
+                    HoroscopeView.view_date == date
+                )
+            )
+            return {Sign(sign): int(count) for sign, count in result.all()}
+
+    async def buffered(self, date: dt.date) -> dict[Sign, int]:
+        """Views of ``date`` still in Redis (live buffer + pending batches), per sign."""
+        handoff = self._handoff()
+        if handoff is None:
+            return {}
+        out: dict[Sign, int] = {}
+        for data in await handoff.snapshot():
+            for raw, value in data.items():
+                parsed = _parse_field(raw)
+                if parsed is not None and parsed[1] == date:
+                    out[parsed[0]] = out.get(parsed[0], 0) + int(value)
+        return out
+
+    async def total_views(self, since: dt.date) -> int:
+        """All views from ``since`` on in Postgres (for a one-line /stats summary)."""
+        async with self._ctx.session_factory() as s:
+            value = await s.scalar(
+                select(func.coalesce(func.sum(HoroscopeView.view_count), 0)).where(
+                    HoroscopeView.view_date >= since
+                )
+            )
+            return int(value or 0)

@@ -1,0 +1,143 @@
+"""Test helpers shared across test packages: a fake generator, a Redis round-trip counter, and
+a unit-of-work helper that commits and then flushes after-commit invalidations like the
+middleware does."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.types import GeneratedHoroscope, Lang, Sign
+
+
+class FakeGenerator:
+    """Deterministic generator: same text for the same (sign, date, lang); counts its calls.
+
+    ``delay`` simulates a slow model; ``html`` adds ``<b>&`` so escaping can be tested;
+    ``fallback`` marks results as the built-in fallback (not to be stored); ``counter`` is an
+    optional async callback (e.g. an INCR in Redis) to count calls across processes.
+    """
+
+    name = "fake"
+
+    def __init__(
+        self,
+        *,
+        delay: float = 0.0,
+        html: bool = False,
+        fallback: bool = False,
+        fail: bool = False,
+        counter: Callable[[], Awaitable[Any]] | None = None,
+    ) -> None:
+        self.delay = delay
+        self.html = html
+        self.fallback = fallback
+        self.fail = fail
+        self.counter = counter
+        self.calls: list[tuple[Sign, dt.date, Lang]] = []
+
+    def text_for(self, sign: Sign, date: dt.date, lang: Lang) -> str:
+        text = f"{sign.value} {date.isoformat()} {lang.value}: a calm day for careful plans."
+        return f"<b>&</b> {text}" if self.html else text
+
+    async def generate(self, sign: Sign, date: dt.date, lang: Lang) -> GeneratedHoroscope:
+        self.calls.append((sign, date, lang))
+        if self.counter is not None:
+            await self.counter()
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.fail:
+            raise RuntimeError("generator failed")
+        return GeneratedHoroscope(
+            text=self.text_for(sign, date, lang),
+            generator="fallback" if self.fallback else self.name,
+            model="fake-1",
+            prompt_tokens=10,
+            completion_tokens=20,
+            cost_usd=0.0001,
+            is_fallback=self.fallback,
+        )
+
+
+class RedisRoundTripCounter:
+    """Counts network round trips of one redis.asyncio client: commands and pipelines.
+
+    Wraps the instance's ``execute_command`` (single commands, scripts) and every pipeline's
+    ``execute`` (one round trip however many commands it carries). ``commands`` records what
+    each trip sent, for assertion messages.
+    """
+
+    def __init__(self, client: Redis) -> None:
+        self.client = client
+        self.trips: list[tuple[Any, ...]] = []
+        original_execute = client.execute_command
+        original_pipeline = client.pipeline
+
+        async def execute_command(*args: Any, **kwargs: Any) -> Any:
+            self.trips.append(args[:2])
+            return await original_execute(*args, **kwargs)
+
+        def pipeline(*args: Any, **kwargs: Any) -> Any:
+            pipe = original_pipeline(*args, **kwargs)
+            original_pipe_execute = pipe.execute
+
+            async def execute(*eargs: Any, **ekwargs: Any) -> Any:
+                self.trips.append(tuple(cmd[0][:2] for cmd in pipe.command_stack))
+                return await original_pipe_execute(*eargs, **ekwargs)
+
+            pipe.execute = execute  # type: ignore[method-assign]
+            return pipe
+
+        client.execute_command = execute_command  # type: ignore[method-assign]
+        client.pipeline = pipeline  # type: ignore[method-assign]
+
+    @property
+    def count(self) -> int:
+        return len(self.trips)
+
+    def reset(self) -> None:
+        self.trips.clear()
+
+
+@contextlib.asynccontextmanager
+async def unit_of_work(
+    session_factory: Callable[[], AsyncSession], cache: Any
+) -> AsyncIterator[AsyncSession]:
+    """What the per-update middleware does: commit on success, then flush invalidations."""
+    async with session_factory() as session:
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        await session.commit()
+        await cache.flush_invalidations(session)
+
+
+class TgUser:
+    """A stand-in for aiogram's User with the attributes the repository reads."""
+
+    def __init__(
+        self,
+        id: int,
+        first_name: str = "Ann",
+        *,
+        last_name: str | None = None,
+        username: str | None = "ann",
+        language_code: str | None = "ru",
+        is_premium: bool | None = None,
+        is_bot: bool = False,
+    ) -> None:
+        self.id = id
+        self.first_name = first_name
+        self.last_name = last_name
+        self.username = username
+        self.language_code = language_code
+        self.is_premium = is_premium
+        self.is_bot = is_bot

@@ -1,0 +1,286 @@
+"""UserRepository against real Redis and Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy import select, text
+
+from cache import CacheAside
+from db.models import User
+from db.repositories import DataContext, UserNotFoundError, UserRepository
+from db.types import Lang, Sign
+from tests.helpers import RedisRoundTripCounter, TgUser, unit_of_work
+
+UTC = dt.UTC
+
+
+async def create(ctx: DataContext, tg: TgUser) -> Any:
+    async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+        return await UserRepository(s, ctx).get_or_create_from_telegram(tg)
+
+
+async def test_first_contact_creates_then_known_user_costs_one_trip_and_no_sql(
+    ctx: DataContext, redis: Redis, sql_counter: Any
+) -> None:
+    user, created = await create(ctx, TgUser(101, "Ann"))
+    assert created and user.id == 101 and user.first_name == "Ann" and user.zodiac_sign is None
+    # the NOT_FOUND cached by the first lookup is gone after commit
+    assert await redis.get(UserRepository(None, ctx).key(101)) is None  # type: ignore[arg-type]
+
+    await create(ctx, TgUser(101, "Ann"))  # loads into Redis
+    counter = RedisRoundTripCounter(redis)
+    sql_counter.reset()
+    async with ctx.session_factory() as s:
+        again, created = await UserRepository(s, ctx).get_or_create_from_telegram(TgUser(101))
+        await s.commit()
+    assert not created and again == user
+    assert sql_counter.count == 0, sql_counter.statements
+    assert counter.count == 1, counter.trips
+    assert [c[0] for c in counter.trips[0]] == ["GET", "HSET"]
+    stamp = await redis.hget(UserRepository(s, ctx).last_seen_key, "101")
+    assert stamp is not None and abs(int(stamp) - time.time()) < 5
+
+
+async def test_get_caches_user_and_negative(
+    ctx: DataContext, redis: Redis, sql_counter: Any
+) -> None:
+    async with ctx.session_factory() as s:
+        repo = UserRepository(s, ctx)
+        assert await repo.get(555) is None
+        sql_counter.reset()
+        assert await repo.get(555) is None  # negative hit
+        assert sql_counter.count == 0
+        ttl = await redis.pttl(repo.key(555))
+        assert 0 < ttl <= 66_000
+    await create(ctx, TgUser(555))
+    async with ctx.session_factory() as s:
+        repo = UserRepository(s, ctx)
+        assert (await repo.get(555)) is not None
+        sql_counter.reset()
+        got = await repo.get(555)
+        assert got is not None and got.first_name == "Ann"
+        assert sql_counter.count == 0
+        assert 70_000_000 < await redis.pttl(repo.key(555)) <= 95_100_000
+
+
+async def test_changed_profile_is_written_and_invalidated(ctx: DataContext) -> None:
+    await create(ctx, TgUser(7, "Ann", username="ann"))
+    async with ctx.session_factory() as s:
+        await UserRepository(s, ctx).get(7)  # warm
+    user, created = await create(ctx, TgUser(7, "Anna", username="anna", is_premium=True))
+    assert not created and user.first_name == "Anna" and user.is_premium
+    async with ctx.session_factory() as s:
+        cached = await UserRepository(s, ctx).get(7)
+    assert cached is not None and cached.username == "anna"
+
+
+async def test_concurrent_first_updates_do_not_fail(ctx: DataContext) -> None:
+    results = await asyncio.gather(*(create(ctx, TgUser(9, f"N{i}")) for i in range(8)))
+    assert sum(created for _, created in results) == 1
+    async with ctx.session_factory() as s:
+        assert await s.scalar(select(User.id).where(User.id == 9)) == 9
+
+
+async def test_setters_return_new_data_and_invalidate_after_commit(
+    ctx: DataContext, redis: Redis
+) -> None:
+    await create(ctx, TgUser(11))
+    async with ctx.session_factory() as s:
+        repo = UserRepository(s, ctx)
+        await repo.get(11)
+        assert await redis.exists(repo.key(11))
+    async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+        repo = UserRepository(s, ctx)
+        u = await repo.set_sign(11, Sign.LEO)
+        assert u.zodiac_sign is Sign.LEO
+        assert await redis.exists(repo.key(11))  # not before the commit
+        u = await repo.set_lang(11, Lang.EN)
+        u = await repo.set_timezone(11, "Asia/Tokyo")
+        u = await repo.set_push(11, True, dt.time(8, 30, 15))
+    assert (u.zodiac_sign, u.lang, u.timezone, u.push_enabled, u.push_time) == (
+        Sign.LEO,
+        Lang.EN,
+        "Asia/Tokyo",
+        True,
+        dt.time(8, 30),
+    )
+    assert not await redis.exists(repo.key(11))
+    async with ctx.session_factory() as s:
+        assert await UserRepository(s, ctx).get(11) == u
+
+
+async def test_rollback_keeps_cache_and_invalid_zone_raises(ctx: DataContext, redis: Redis) -> None:
+    await create(ctx, TgUser(12))
+    async with ctx.session_factory() as s:
+        repo = UserRepository(s, ctx)
+        await repo.get(12)
+        for bad in ("Mars/Olympus", "", "../etc/passwd", "posix/Europe/Moscow"):
+            with pytest.raises(ValueError):
+                await repo.set_timezone(12, bad)
+        await repo.set_sign(12, Sign.ARIES)
+        await s.rollback()
+        await ctx.cache.flush_invalidations(s)
+    assert await redis.exists(repo.key(12))
+    async with ctx.session_factory() as s:
+        got = await UserRepository(s, ctx).get(12)
+        assert got is not None and got.zodiac_sign is None
+        with pytest.raises(UserNotFoundError):
+            await UserRepository(s, ctx).set_sign(999, Sign.LEO)
+
+
+async def test_reader_racing_a_settings_change_never_restores_the_old_sign(
+    ctx: DataContext, redis: Redis, session_factory: Any
+) -> None:
+    """A load that read the old row before the commit cannot write it back afterwards."""
+    await create(ctx, TgUser(13))
+    async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+        await UserRepository(s, ctx).set_sign(13, Sign.ARIES)
+    key_repo = UserRepository(None, ctx)  # type: ignore[arg-type]
+    await redis.delete(key_repo.key(13))
+
+    read_old = asyncio.Event()
+    release = asyncio.Event()
+    slow_loader_ctx = DataContext(ctx.cache, ctx.keys, session_factory, ctx.tz)
+
+    class SlowRepo(UserRepository):
+        def _loader(self, user_id: int) -> Any:
+            inner = super()._loader(user_id)
+
+            async def load() -> Any:
+                value = await inner()  # reads the OLD row (ARIES)
+                read_old.set()
+                await release.wait()  # ... and stalls until after the writer's commit
+                return value
+
+            return load
+
+    reader = asyncio.create_task(SlowRepo(None, slow_loader_ctx).get(13))  # type: ignore[arg-type]
+    await read_old.wait()
+    async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+        await UserRepository(s, ctx).set_sign(13, Sign.PISCES)
+    release.set()
+    stale = await reader
+    assert stale is not None and stale.zodiac_sign is Sign.ARIES  # the racing caller's own view
+    async with ctx.session_factory() as s:
+        fresh = await UserRepository(s, ctx).get(13)
+    assert fresh is not None and fresh.zodiac_sign is Sign.PISCES
+
+
+async def test_last_seen_buffer_flush_and_stats(ctx: DataContext, redis: Redis) -> None:
+    for uid in (21, 22, 23):
+        await create(ctx, TgUser(uid))
+    old = dt.datetime(2020, 1, 1, tzinfo=UTC)
+    async with ctx.session_factory() as s, s.begin():
+        await s.execute(text("UPDATE users SET last_seen_at = :t"), {"t": old})
+    await redis.delete(UserRepository(None, ctx).last_seen_key)  # type: ignore[arg-type]
+    since = dt.datetime.now(UTC) - dt.timedelta(minutes=5)
+    now = time.time()
+    async with ctx.session_factory() as s:
+        repo = UserRepository(s, ctx)
+        await repo.get_or_create_from_telegram(TgUser(21), seen_at=now)
+        await repo.get_or_create_from_telegram(TgUser(22), seen_at=now - 3600)
+        await s.commit()
+        assert await repo.count_total() == 3
+        assert await repo.count_seen_since(since) == 1  # still buffered
+        result = await repo.flush_last_seen()
+        assert (result.batches, result.stamps, result.rows) == (1, 2, 2)
+        assert await repo.count_seen_since(since) == 1  # now flushed
+        assert not await redis.exists(repo.last_seen_key)
+        # an older stamp never moves last_seen_at back
+        await repo.get_or_create_from_telegram(TgUser(21), seen_at=now - 7200)
+        await repo.flush_last_seen()
+        seen = await s.scalar(select(User.last_seen_at).where(User.id == 21))
+        assert seen is not None and abs(seen.timestamp() - int(now)) < 1
+        assert await repo.flush_last_seen() == type(result)()  # nothing left
+
+
+async def test_due_for_push_walks_zones_and_mark_guards_double_send(ctx: DataContext) -> None:
+    # bot zone is Europe/Moscow (UTC+3); now = 2026-11-21 06:30 UTC
+    now = dt.datetime(2026, 11, 21, 6, 30, tzinfo=UTC)
+    specs = [
+        (31, None, dt.time(9, 0), True),  # Moscow 09:30 >= 09:00: due
+        (32, None, dt.time(10, 0), True),  # Moscow 09:30 < 10:00: not yet
+        (33, "Asia/Tokyo", dt.time(15, 0), True),  # Tokyo 15:30: due
+        (34, "America/New_York", dt.time(1, 0), True),  # NY 01:30: due
+        (35, "America/New_York", dt.time(2, 0), True),  # NY 01:30 < 02:00
+        (36, "Asia/Tokyo", dt.time(9, 0), False),  # push off
+        (37, "Europe/London", dt.time(6, 0), True),  # London 06:30: due
+    ]
+    async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+        repo = UserRepository(s, ctx)
+        for uid, tz, at, on in specs:
+            await repo.get_or_create_from_telegram(TgUser(uid))
+            await repo.set_sign(uid, Sign.LEO)
+            if tz:
+                await repo.set_timezone(uid, tz)
+            await repo.set_push(uid, on, at)
+    async with ctx.session_factory() as s:
+        repo = UserRepository(s, ctx)
+        due = await repo.due_for_push(now, limit=100)
+        assert [(t.user.id, t.local_date) for t in due] == [
+            (31, dt.date(2026, 11, 21)),
+            (33, dt.date(2026, 11, 21)),
+            (34, dt.date(2026, 11, 21)),
+            (37, dt.date(2026, 11, 21)),
+        ]
+        page = await repo.due_for_push(now, limit=2)
+        assert [t.user.id for t in page] == [31, 33]
+        page = await repo.due_for_push(now, limit=2, after_id=33)
+        assert [t.user.id for t in page] == [34, 37]
+        # the push query uses the partial index, never a full scan
+        await s.execute(text("SET LOCAL enable_seqscan = off"))
+        plan = "\n".join(
+            (
+                await s.execute(
+                    text(
+                        "EXPLAIN SELECT id FROM users WHERE push_enabled"
+                        " AND timezone = 'Asia/Tokyo'"
+                        " AND push_time <= '15:30' AND (last_push_date IS NULL OR"
+                        " last_push_date < '2026-11-21')"
+                    )
+                )
+            ).scalars()
+        )
+        assert "ix_users_push_due" in plan
+        await s.rollback()
+
+    async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+        repo = UserRepository(s, ctx)
+        assert await repo.mark_pushed(31, dt.date(2026, 11, 21))
+        assert not await repo.mark_pushed(31, dt.date(2026, 11, 21))
+    async with ctx.session_factory() as s:
+        repo = UserRepository(s, ctx)
+        got = await repo.get(31)
+        assert got is not None and got.last_push_date == dt.date(2026, 11, 21)
+        assert 31 not in [t.user.id for t in await repo.due_for_push(now, limit=100)]
+    async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+        repo = UserRepository(s, ctx)
+        assert await repo.unmark_pushed(31, dt.date(2026, 11, 21))
+        assert await repo.disable_push(34)
+        assert await repo.count_push_subscribers() == 5
+    async with ctx.session_factory() as s:
+        repo = UserRepository(s, ctx)
+        assert [t.user.id for t in await repo.due_for_push(now, limit=100)] == [31, 33, 37]
+        got = await repo.get(34)
+        assert got is not None and not got.push_enabled
+
+
+async def test_concurrent_mark_pushed_only_one_wins(ctx: DataContext) -> None:
+    await create(ctx, TgUser(41))
+    day = dt.date(2026, 11, 21)
+
+    async def claim() -> bool:
+        async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+            return await UserRepository(s, ctx).mark_pushed(41, day)
+
+    assert sorted(await asyncio.gather(*(claim() for _ in range(6)))) == [False] * 5 + [True]
+
+
+def test_cache_type(cache: CacheAside) -> None:
+    assert cache.redis is not None
