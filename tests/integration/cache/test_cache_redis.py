@@ -65,9 +65,11 @@ async def test_hold_extends_while_body_runs(client: Redis, key_prefix: str) -> N
         assert await client.get(name) == lock.token
         assert not lock.lost
     assert await client.get(name) is None
-    async with RedisLock(client, name).hold() as leader:
-        async with RedisLock(client, name).hold() as second:
-            assert leader and not second
+    async with (
+        RedisLock(client, name).hold() as leader,
+        RedisLock(client, name).hold() as second,
+    ):
+        assert leader and not second
 
 
 async def test_waiter_woken_by_publish_not_polling(
