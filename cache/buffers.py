@@ -121,14 +121,19 @@ class BufferHandoff:
         pipe.srem(self.pending_key, batch_id)
         await pipe.execute()
 
-    async def snapshot(self) -> list[dict[bytes, bytes]]:
-        """The live buffer and every pending batch (not yet in the database), for statistics."""
+    async def snapshot(self) -> tuple[dict[bytes, bytes], dict[str, dict[bytes, bytes]]]:
+        """The live buffer and every pending batch by id, for statistics.
+
+        Pending batches may already be applied (a crash between commit and ack): the caller
+        checks their ids against its applied-batches record before counting them.
+        """
         ids = await self.pending()
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(self.buffer_key)
         for batch_id in ids:
             pipe.hgetall(self.batch_key(batch_id))
-        return cast("list[dict[bytes, bytes]]", await pipe.execute())
+        live, *batches = cast("list[dict[bytes, bytes]]", await pipe.execute())
+        return live, dict(zip(ids, batches, strict=True))
 
     async def drain(self, apply: Apply, *, checkpoint: Checkpoint | None = None) -> DrainResult:
         """Hand the buffer over, then apply and ack every pending batch, oldest first.

@@ -344,7 +344,8 @@ class UserRepository:
         redis = self._ctx.cache.redis
         if redis is not None:
             try:
-                for data in await BufferHandoff(redis, self.last_seen_key).snapshot():
+                live, batches = await BufferHandoff(redis, self.last_seen_key).snapshot()
+                for data in (live, *batches.values()):
                     for raw_id, raw_ts in data.items():
                         uid, ts = int(raw_id), float(raw_ts)
                         buffered[uid] = max(ts, buffered.get(uid, ts))

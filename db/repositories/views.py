@@ -12,11 +12,12 @@ import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
 
+from redis.exceptions import RedisError
 from sqlalchemy import func, select, text
 
 from cache import SideCommand
 from cache.buffers import BufferHandoff
-from db.models import HoroscopeView
+from db.models import AppliedBatch, HoroscopeView
 from db.repositories.context import DataContext
 from db.repositories.values import FlushResult
 from db.types import Sign
@@ -157,12 +158,32 @@ class HoroscopeViewRepository:
             return {Sign(sign): int(count) for sign, count in result.all()}
 
     async def buffered(self, date: dt.date) -> dict[Sign, int]:
-        """Views of ``date`` still in Redis (live buffer + pending batches), per sign."""
+        """Views of ``date`` still on their way (live buffer + pending batches), per sign.
+
+        A pending batch already recorded in ``applied_batches`` (a flush died between its
+        commit and its ack) is in ``totals`` already and is not counted twice.
+        """
         handoff = self._handoff()
         if handoff is None:
             return {}
+        try:
+            live, batches = await handoff.snapshot()
+        except (RedisError, OSError) as exc:  # /stats must answer while Redis is down
+            log.warning("view buffer unavailable for stats: %r", exc)
+            return {}
+        if batches:
+            async with self._ctx.session_factory() as s:
+                done = set(
+                    await s.scalars(
+                        select(AppliedBatch.batch_id).where(
+                            AppliedBatch.batch_id.in_(list(batches))
+                        )
+                    )
+                )
+            for batch_id in done:
+                del batches[batch_id]
         out: dict[Sign, int] = {}
-        for data in await handoff.snapshot():
+        for data in (live, *batches.values()):
             for raw, value in data.items():
                 parsed = _parse_field(raw)
                 if parsed is not None and parsed[1] == date:

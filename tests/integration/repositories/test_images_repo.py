@@ -1,0 +1,112 @@
+"""ImageAssetRepository against real Redis and Postgres."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis
+
+from db.repositories import DataContext, FileRef, ImageAssetRepository
+from tests.helpers import RedisRoundTripCounter, unit_of_work
+
+BOT = 123456
+SHA_A = "a" * 64
+SHA_B = "b" * 64
+
+
+async def save(ctx: DataContext, key: str, file_id: str, sha: str, bot: int = BOT) -> FileRef:
+    async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+        repo = ImageAssetRepository(s, ctx)
+        ref = await repo.save(bot, key, file_id, f"u-{file_id}", sha)
+    await repo.cache_saved(bot, key, ref)
+    return ref
+
+
+async def test_key_name(ctx: DataContext) -> None:
+    repo = ImageAssetRepository(None, ctx)  # type: ignore[arg-type]
+    assert (
+        repo.key(BOT, "cosmic/cosmic-03.jpg")
+        == f"{ctx.keys.prefix}:v1:fileid:{BOT}:cosmic/cosmic-03.jpg"
+    )
+
+
+async def test_miss_then_save_then_warm_read_without_sql(
+    ctx: DataContext, redis: Redis, sql_counter: Any
+) -> None:
+    async with ctx.session_factory() as s:
+        repo = ImageAssetRepository(s, ctx)
+        assert await repo.get_file_id(BOT, "signs/leo.jpg", SHA_A) is None  # NOT_FOUND cached
+        assert 0 < await redis.pttl(repo.key(BOT, "signs/leo.jpg")) <= 66_000
+    ref = await save(ctx, "signs/leo.jpg", "F1", SHA_A)
+    counter = RedisRoundTripCounter(redis)
+    sql_counter.reset()
+    async with ctx.session_factory() as s:
+        got = await ImageAssetRepository(s, ctx).get_file_id(BOT, "signs/leo.jpg", SHA_A)
+    assert got == ref and got.file_unique_id == "u-F1"
+    assert sql_counter.count == 0 and counter.count == 1
+    # another bot never sees this bot's file_id
+    async with ctx.session_factory() as s:
+        assert (
+            await ImageAssetRepository(s, ctx).get_file_id(BOT + 1, "signs/leo.jpg", SHA_A) is None
+        )
+
+
+async def test_changed_file_counts_as_absent_until_reuploaded(ctx: DataContext) -> None:
+    await save(ctx, "signs/leo.jpg", "F1", SHA_A)
+    async with ctx.session_factory() as s:
+        repo = ImageAssetRepository(s, ctx)
+        assert await repo.get_file_id(BOT, "signs/leo.jpg", SHA_B) is None
+        await ctx.cache.invalidate(repo.key(BOT, "signs/leo.jpg"))
+        assert await repo.get_file_id(BOT, "signs/leo.jpg", SHA_B) is None  # from Postgres too
+    await save(ctx, "signs/leo.jpg", "F2", SHA_B)
+    async with ctx.session_factory() as s:
+        got = await ImageAssetRepository(s, ctx).get_file_id(BOT, "signs/leo.jpg", SHA_B)
+    assert got is not None and got.file_id == "F2"
+
+
+async def test_save_invalidates_after_commit_even_without_cache_saved(
+    ctx: DataContext, redis: Redis
+) -> None:
+    await save(ctx, "a.jpg", "F1", SHA_A)
+    async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+        repo = ImageAssetRepository(s, ctx)
+        await repo.save(BOT, "a.jpg", "F2", None, SHA_A)
+        assert await redis.exists(repo.key(BOT, "a.jpg"))
+    assert not await redis.exists(repo.key(BOT, "a.jpg"))
+    async with ctx.session_factory() as s:
+        got = await ImageAssetRepository(s, ctx).get_file_id(BOT, "a.jpg", SHA_A)
+    assert got is not None and got.file_id == "F2"
+
+
+async def test_forget(ctx: DataContext, redis: Redis) -> None:
+    await save(ctx, "a.jpg", "F1", SHA_A)
+    async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+        await ImageAssetRepository(s, ctx).forget(BOT, "a.jpg")
+    async with ctx.session_factory() as s:
+        assert await ImageAssetRepository(s, ctx).get_file_id(BOT, "a.jpg", SHA_A) is None
+
+
+async def test_warm_one_query_one_pipeline_then_mget(
+    ctx: DataContext, redis: Redis, sql_counter: Any
+) -> None:
+    keys = [f"cosmic/cosmic-{i:02d}.jpg" for i in range(12)]
+    async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+        repo = ImageAssetRepository(s, ctx)
+        for i, k in enumerate(keys):
+            await repo.save(BOT, k, f"F{i}", None, SHA_A)
+        await repo.save(BOT + 1, keys[0], "OTHER", None, SHA_A)
+    counter = RedisRoundTripCounter(redis)
+    sql_counter.reset()
+    async with ctx.session_factory() as s:
+        repo = ImageAssetRepository(s, ctx)
+        assert await repo.warm(BOT) == 12
+        assert sql_counter.count == 1 and counter.count == 1
+        ttl = await redis.pttl(repo.key(BOT, keys[0]))
+        assert 6 * 86_400_000 < ttl <= 7.8 * 86_400_000
+        counter.reset()
+        found = await repo.file_ids(BOT, [*keys, "missing.jpg"])
+        assert counter.count == 1
+        assert set(found) == set(keys) and found[keys[3]].file_id == "F3"
+        found = await repo.file_ids(BOT, keys[:2], content_sha256={keys[0]: SHA_B})
+        assert list(found) == [keys[1]]
+        assert sql_counter.count == 1
