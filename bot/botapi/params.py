@@ -87,7 +87,7 @@ class Params:
         value = self.values.get(key, default)
         return default if value in (None, "") else value
 
-    def str(self, key: str, *, required: bool = False, empty: str | None = None) -> str | None:
+    def get_str(self, key: str, *, required: bool = False, empty: str | None = None) -> str | None:
         value = self.values.get(key)
         if value in (None, ""):
             if required:
@@ -95,7 +95,9 @@ class Params:
             return None
         return value if isinstance(value, str) else json.dumps(value)
 
-    def int(self, key: str, *, required: bool = False, default: int | None = None) -> int | None:
+    def get_int(
+        self, key: str, *, required: bool = False, default: int | None = None
+    ) -> int | None:
         value = self.values.get(key)
         if value in (None, ""):
             if required:
@@ -108,7 +110,7 @@ class Params:
                 raise bad_request(f"invalid {key} specified") from None
         return value
 
-    def bool(self, key: str, default: bool = False) -> bool:
+    def get_bool(self, key: str, default: bool = False) -> bool:
         value = self.values.get(key)
         if value in (None, ""):
             return default
@@ -116,7 +118,7 @@ class Params:
             return value.lower() in ("true", "1")
         return bool(value)
 
-    def json(self, key: str, default: Any = None) -> Any:
+    def get_json(self, key: str, default: Any = None) -> Any:
         value = self.values.get(key)
         return default if value in (None, "") else value
 

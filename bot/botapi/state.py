@@ -21,6 +21,7 @@ import json
 import re
 import secrets
 import time
+from asyncio import FIRST_COMPLETED
 from collections import Counter, defaultdict, deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
@@ -220,7 +221,11 @@ class BotAPIState:
         username: str | None = None,
         **extra: Any,
     ) -> FakeUser:
-        """Create a user, or update and return the existing one with these values."""
+        """Create a user, or return the existing one updated with the non-default arguments.
+
+        Only arguments that differ from the defaults touch an existing user, so ``user(42)``
+        is a safe lookup that does not rename the user a fixture set up.
+        """
         existing = self.users.get(user_id)
         if existing is None:
             existing = FakeUser(
@@ -231,12 +236,16 @@ class BotAPIState:
                 **extra,
             )
             self.users[user_id] = existing
-        else:
-            existing.first_name = first_name
-            existing.language_code = language_code
-            existing.username = username
-            for key, value in extra.items():
-                setattr(existing, key, value)
+            return existing
+        changes: dict[str, Any] = dict(extra)
+        if first_name != "Test":
+            changes["first_name"] = first_name
+        if language_code != "en":
+            changes["language_code"] = language_code
+        if username is not None:
+            changes["username"] = username
+        for key, value in changes.items():
+            setattr(existing, key, value)
         return existing
 
     def _ensure_user(self, user_id: int) -> FakeUser:
@@ -762,8 +771,8 @@ class BotAPIState:
         return text, entities or None
 
     def _text(self, p: Params) -> tuple[str, list[dict[str, Any]] | None]:
-        raw = p.str("text", required=True, empty="message text is empty") or ""
-        text, entities = self._format(raw, p.str("parse_mode"), p.json("entities"))
+        raw = p.get_str("text", required=True, empty="message text is empty") or ""
+        text, entities = self._format(raw, p.get_str("parse_mode"), p.get_json("entities"))
         if not text.strip():
             raise bad_request("message text is empty")
         if len(text) > 4096:
@@ -807,7 +816,7 @@ class BotAPIState:
 
     def _markup(self, p: Params) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """(inline keyboard echoed in the message, reply keyboard kept aside) of a send."""
-        markup = p.json("reply_markup")
+        markup = p.get_json("reply_markup")
         if markup is None:
             return None, None
         if not isinstance(markup, dict):
@@ -817,7 +826,7 @@ class BotAPIState:
         return None, markup
 
     def _edit_markup(self, p: Params) -> dict[str, Any] | None:
-        markup = p.json("reply_markup")
+        markup = p.get_json("reply_markup")
         if markup is None:
             return None
         if not isinstance(markup, dict) or "inline_keyboard" not in markup:
@@ -907,14 +916,14 @@ class BotAPIState:
         return msg
 
     def _reply_to(self, bot: FakeBot, user: FakeUser, p: Params) -> int | None:
-        params = p.json("reply_parameters") or {}
+        params = p.get_json("reply_parameters") or {}
         target = params.get("message_id") if isinstance(params, dict) else None
-        target = target or p.int("reply_to_message_id")
+        target = target or p.get_int("reply_to_message_id")
         if not target:
             return None
         msg = self.message(user.id, int(target), bot_id=bot.id)
         if msg is None or msg.deleted:
-            allow = p.bool("allow_sending_without_reply") or (
+            allow = p.get_bool("allow_sending_without_reply") or (
                 isinstance(params, dict) and params.get("allow_sending_without_reply")
             )
             if allow:
@@ -928,14 +937,14 @@ class BotAPIState:
         return data
 
     def _edit_target(self, bot: FakeBot, p: Params) -> StoredMessage:
-        inline_id = p.str("inline_message_id")
+        inline_id = p.get_str("inline_message_id")
         if inline_id is not None:
             msg = self.inline_messages.get(inline_id)
             if msg is None or msg.bot_id != bot.id:
                 raise bad_request("MESSAGE_ID_INVALID")
             return msg
         user = self._chat_user(bot, p, initiating=False)
-        message_id = p.int("message_id")
+        message_id = p.get_int("message_id")
         if message_id is None:
             raise bad_request("message identifier is not specified")
         msg = self.message(user.id, message_id, bot_id=bot.id)
@@ -968,16 +977,16 @@ class BotAPIState:
 
     async def _m_deletewebhook(self, bot: FakeBot, p: Params) -> bool:
         bot.webhook_url = ""
-        if p.bool("drop_pending_updates"):
+        if p.get_bool("drop_pending_updates"):
             bot.updates.clear()
         return True
 
     async def _m_setwebhook(self, bot: FakeBot, p: Params) -> bool:
-        url = p.str("url") or ""
+        url = p.get_str("url") or ""
         if url and not url.startswith("https://"):
             raise bad_request("bad webhook: An HTTPS URL must be provided for webhook")
         bot.webhook_url = url
-        if p.bool("drop_pending_updates"):
+        if p.get_bool("drop_pending_updates"):
             bot.updates.clear()
         if bot.active_poll is not None and not bot.active_poll.done():
             bot.active_poll.set_exception(
@@ -1014,10 +1023,10 @@ class BotAPIState:
                 "Conflict: can't use getUpdates method while webhook is active; use "
                 "deleteWebhook to delete the webhook first",
             )
-        offset = p.int("offset")
-        limit = min(100, max(1, p.int("limit", default=100) or 100))
-        timeout = max(0, p.int("timeout", default=0) or 0)
-        allowed = p.json("allowed_updates")
+        offset = p.get_int("offset")
+        limit = min(100, max(1, p.get_int("limit", default=100) or 100))
+        timeout = max(0, p.get_int("timeout", default=0) or 0)
+        allowed = p.get_json("allowed_updates")
         if isinstance(allowed, list):
             bot.allowed_updates = [str(a) for a in allowed] or None
         if offset:
@@ -1041,11 +1050,10 @@ class BotAPIState:
                 remaining = deadline - loop.time()
                 if batch or remaining <= 0:
                     return batch
-                waiter = asyncio.ensure_future(bot.wakeup.wait())
+                waiter: asyncio.Future[Any] = asyncio.ensure_future(bot.wakeup.wait())
+                watched: set[asyncio.Future[Any]] = {waiter, me}
                 try:
-                    await asyncio.wait(
-                        {waiter, me}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
-                    )
+                    await asyncio.wait(watched, timeout=remaining, return_when=FIRST_COMPLETED)
                 finally:
                     waiter.cancel()
                 if me.done():  # terminated by a newer request, or the server is stopping
@@ -1061,11 +1069,11 @@ class BotAPIState:
 
     @staticmethod
     def _scope_key(p: Params) -> tuple[str, str]:
-        scope = p.json("scope") or {"type": "default"}
-        return json.dumps(scope, sort_keys=True), p.str("language_code") or ""
+        scope = p.get_json("scope") or {"type": "default"}
+        return json.dumps(scope, sort_keys=True), p.get_str("language_code") or ""
 
     async def _m_setmycommands(self, bot: FakeBot, p: Params) -> bool:
-        commands = p.json("commands")
+        commands = p.get_json("commands")
         if not isinstance(commands, list):
             raise bad_request("commands is empty")
         if len(commands) > 100:
@@ -1090,12 +1098,12 @@ class BotAPIState:
         return True
 
     async def _m_setmydescription(self, bot: FakeBot, p: Params) -> bool:
-        if len(p.str("description") or "") > 512:
+        if len(p.get_str("description") or "") > 512:
             raise bad_request("description is too long")
         return True
 
     async def _m_setmyshortdescription(self, bot: FakeBot, p: Params) -> bool:
-        if len(p.str("short_description") or "") > 120:
+        if len(p.get_str("short_description") or "") > 120:
             raise bad_request("short description is too long")
         return True
 
@@ -1122,7 +1130,7 @@ class BotAPIState:
     async def _m_sendphoto(self, bot: FakeBot, p: Params) -> dict[str, Any]:
         user = self._chat_user(bot, p)
         caption, caption_entities = self._caption(
-            p.str("caption"), p.str("parse_mode"), p.json("caption_entities")
+            p.get_str("caption"), p.get_str("parse_mode"), p.get_json("caption_entities")
         )
         inline, keyboard = self._markup(p)
         reply_to = self._reply_to(bot, user, p)
@@ -1139,7 +1147,7 @@ class BotAPIState:
             reply_markup=inline,
             reply_keyboard=keyboard,
             reply_to_message_id=reply_to,
-            has_spoiler=p.bool("has_spoiler"),
+            has_spoiler=p.get_bool("has_spoiler"),
         )
         return self._sent(msg)
 
@@ -1157,7 +1165,7 @@ class BotAPIState:
     async def _m_editmessagecaption(self, bot: FakeBot, p: Params) -> dict[str, Any] | bool:
         msg = self._edit_target(bot, p)
         caption, entities = self._caption(
-            p.str("caption"), p.str("parse_mode"), p.json("caption_entities")
+            p.get_str("caption"), p.get_str("parse_mode"), p.get_json("caption_entities")
         )
         markup = self._edit_markup(p)
         if msg.photo is None and msg.message_id != 0:
@@ -1173,7 +1181,7 @@ class BotAPIState:
 
     async def _m_editmessagemedia(self, bot: FakeBot, p: Params) -> dict[str, Any] | bool:
         msg = self._edit_target(bot, p)
-        media = p.json("media")
+        media = p.get_json("media")
         if not isinstance(media, dict):
             raise bad_request("can't parse InputMedia: media is not an object")
         if media.get("type") != "photo":
@@ -1186,7 +1194,7 @@ class BotAPIState:
             raise bad_request("there is no media in the message to edit")
         photo, reused = self._photo(bot, media.get("media"), p.files, "media")
         same_photo = (
-            bool(msg.photo) and msg.photo[-1]["file_unique_id"] == photo[-1]["file_unique_id"]
+            msg.photo is not None and msg.photo[-1]["file_unique_id"] == photo[-1]["file_unique_id"]
         )
         if (
             same_photo
@@ -1211,7 +1219,7 @@ class BotAPIState:
 
     async def _m_deletemessage(self, bot: FakeBot, p: Params) -> bool:
         user = self._chat_user(bot, p, initiating=False)
-        message_id = p.int("message_id")
+        message_id = p.get_int("message_id")
         if message_id is None:
             raise bad_request("message identifier is not specified")
         msg = self.message(user.id, message_id, bot_id=bot.id)
@@ -1224,11 +1232,11 @@ class BotAPIState:
         return True
 
     async def _m_answercallbackquery(self, bot: FakeBot, p: Params) -> bool:
-        query_id = p.str("callback_query_id") or ""
+        query_id = p.get_str("callback_query_id") or ""
         query = self.callback_queries.get(query_id)
         if query is None or query["bot_id"] != bot.id or query["answered"]:
             raise bad_request(QUERY_TOO_OLD)
-        text = p.str("text")
+        text = p.get_str("text")
         if text is not None and len(text) > 200:
             raise bad_request("MESSAGE_TOO_LONG")
         query["answered"] = True
@@ -1239,9 +1247,9 @@ class BotAPIState:
             "message_id": query["message_id"],
             "data": query["data"],
             "text": text,
-            "show_alert": p.bool("show_alert"),
-            "url": p.str("url"),
-            "cache_time": p.int("cache_time", default=0),
+            "show_alert": p.get_bool("show_alert"),
+            "url": p.get_str("url"),
+            "cache_time": p.get_int("cache_time", default=0),
         }
         self.callback_answers.append(answer)
         self._emit("callback_answered", chat_id=query["user_id"], **answer)
@@ -1272,11 +1280,11 @@ class BotAPIState:
             self._validate_inline_keyboard(result["reply_markup"])
 
     async def _m_answerinlinequery(self, bot: FakeBot, p: Params) -> bool:
-        query_id = p.str("inline_query_id") or ""
+        query_id = p.get_str("inline_query_id") or ""
         query = self.inline_queries.get(query_id)
         if query is None or query["bot_id"] != bot.id or query["answered"]:
             raise bad_request(QUERY_TOO_OLD)
-        results = p.json("results")
+        results = p.get_json("results")
         if not isinstance(results, list):
             raise bad_request("results is empty")
         if len(results) > 50:
@@ -1293,10 +1301,10 @@ class BotAPIState:
             "user_id": query["user_id"],
             "query": query["query"],
             "results": results,
-            "cache_time": p.int("cache_time", default=300),
-            "is_personal": p.bool("is_personal"),
-            "next_offset": p.str("next_offset") or "",
-            "button": p.json("button"),
+            "cache_time": p.get_int("cache_time", default=300),
+            "is_personal": p.get_bool("is_personal"),
+            "next_offset": p.get_str("next_offset") or "",
+            "button": p.get_json("button"),
         }
         self.inline_answers.append(answer)
         self._emit("inline_answered", chat_id=query["user_id"], **answer)
@@ -1304,7 +1312,7 @@ class BotAPIState:
 
     async def _m_sendchataction(self, bot: FakeBot, p: Params) -> bool:
         user = self._chat_user(bot, p)
-        action = p.str("action")
+        action = p.get_str("action")
         if action not in CHAT_ACTIONS:
             raise bad_request("wrong parameter action in request")
         record = {"bot_id": bot.id, "chat_id": user.id, "action": action, "at": time.monotonic()}
@@ -1313,7 +1321,7 @@ class BotAPIState:
         return True
 
     async def _m_getfile(self, bot: FakeBot, p: Params) -> dict[str, Any]:
-        file_id = p.str("file_id") or ""
+        file_id = p.get_str("file_id") or ""
         stored = self.files.get(file_id)
         if stored is None or stored.forgotten or stored.bot_id != bot.id:
             raise bad_request("invalid file_id")

@@ -451,3 +451,32 @@ async def test_commands_webhook_chat_action_and_events(server: BotAPIServer, bot
     server.unsubscribe(events)
     with pytest.raises(TimeoutError, match="condition not met"):
         await server.wait_for(lambda: server.callback_answers, timeout=0.1)
+
+
+async def test_disconnected_poller_frees_its_slot(server: BotAPIServer, bot: Bot) -> None:
+    """A bot that stops polling (task cancelled) must not leave a phantom 409 behind."""
+    pending = asyncio.create_task(bot.get_updates(timeout=5))
+    await server.wait_for(lambda: server.bot().active_poll is not None)
+    pending.cancel()
+    await server.wait_for(lambda: server.bot().active_poll is None, timeout=2)
+    assert server.calls_to("getUpdates")[-1].outcome == "cancelled"
+    assert await bot.get_updates(timeout=0) == []
+
+
+async def test_raw_updates_for_fuzzing(server: BotAPIServer, bot: Bot) -> None:
+    update_id = server.send_raw_update(
+        {
+            "message": {
+                "message_id": 5,
+                "date": 1,
+                "chat": {"id": USER, "type": "private"},
+                "from": {"id": USER, "is_bot": False, "first_name": "Ann"},
+                "text": "raw",
+            }
+        }
+    )
+    updates = await bot.get_updates(timeout=0)
+    assert [(u.update_id, u.message.text if u.message else None) for u in updates] == [
+        (update_id, "raw")
+    ]
+    assert server.send_text(USER, "next")["update_id"] == update_id + 1
