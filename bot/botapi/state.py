@@ -615,6 +615,23 @@ class BotAPIState:
         found = self.messages(chat_id, bot_id=bot_id)
         return max(found, key=lambda m: m.message_id) if found else None
 
+    def chat_history(self, chat_id: int, *, bot_id: int | None = None) -> list[dict[str, Any]]:
+        """Both sides of a chat as Message JSON plus ``outgoing``/``deleted``: what a UI renders.
+
+        Photos carry ``file_path`` of their largest size so a page can fetch the bytes from
+        ``/file/bot{token}/{file_path}``.
+        """
+        history = []
+        for msg in self.messages(
+            chat_id, bot_id=bot_id, include_incoming=True, include_deleted=True
+        ):
+            data = self.message_to_api(msg)
+            data["outgoing"], data["deleted"] = msg.outgoing, msg.deleted
+            if msg.file_id and msg.file_id in self.files:
+                data["file_path"] = self.files[msg.file_id].file_path
+            history.append(data)
+        return history
+
     def calls_to(self, method: str) -> list[RecordedCall]:
         return [c for c in self.calls if c.method.lower() == method.lower()]
 

@@ -36,7 +36,7 @@ from aiogram.types import (
 )
 from PIL import Image
 
-from bot.botapi import BotAPIServer, Upload
+from bot.botapi import BotAPIServer, EntityParseError, Upload, parse_html
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(30)]
 
@@ -480,3 +480,44 @@ async def test_raw_updates_for_fuzzing(server: BotAPIServer, bot: Bot) -> None:
         (update_id, "raw")
     ]
     assert server.send_text(USER, "next")["update_id"] == update_id + 1
+
+
+@pytest.mark.parametrize(
+    ("html", "text", "entities"),
+    [
+        ("<b>a</b> <i>b</i>", "a b", [("bold", 0, 1), ("italic", 2, 1)]),
+        ("😀<u>x</u>", "😀x", [("underline", 2, 1)]),  # offsets are UTF-16 units
+        ('<span class="tg-spoiler">s</span>', "s", [("spoiler", 0, 1)]),
+        ('<pre><code class="language-py">x</code></pre>', "x", [("pre", 0, 1)]),
+        ("&lt;&#65;&quot;&amp;", '<A"&', []),
+    ],
+)
+def test_parse_html_accepts(html: str, text: str, entities: list[tuple[str, int, int]]) -> None:
+    plain, parsed = parse_html(html)
+    assert plain == text
+    assert [(e["type"], e["offset"], e["length"]) for e in parsed] == entities
+
+
+@pytest.mark.parametrize(
+    "html",
+    ["a & b", "<b>x", "x</b>", "<b>x</i>", "<script>", "a < b > c", "&nbsp;", "<span>x</span>"],
+)
+def test_parse_html_rejects(html: str) -> None:
+    with pytest.raises(EntityParseError):
+        parse_html(html)
+
+
+async def test_chat_history_for_a_ui(server: BotAPIServer, bot: Bot) -> None:
+    server.send_text(USER, "/start")
+    sent = await bot.send_photo(USER, BufferedInputFile(png(), "x.png"), caption="hi")
+    history = server.chat_history(USER)
+    assert [(m["outgoing"], m.get("text"), m.get("caption")) for m in history] == [
+        (False, "/start", None),
+        (True, None, "hi"),
+    ]
+    assert sent.photo is not None
+    async with aiohttp.ClientSession() as http:
+        url = f"{server.url}/file/bot{TOKEN}/{history[1]['file_path']}"
+        async with http.get(url) as resp:
+            assert resp.status == 200
+            assert await resp.read() == server.file_bytes(sent.photo[-1].file_id)
