@@ -324,7 +324,7 @@ async def scan_keyspace(
     """
     rng = rng or random.Random()
     result = ScanResult()
-    cursor: int | bytes = 0
+    cursor = 0
     while True:
         cursor, raw_keys = await redis.scan(cursor, match=f"{prefix}:*", count=SCAN_COUNT)
         if raw_keys:
@@ -350,7 +350,7 @@ async def scan_keyspace(
                         name, buffer=name in BUFFER_NAMESPACES
                     )
                 ns.add(key, int(pttl), sample, rng)
-        if not cursor or cursor == b"0":
+        if not cursor:
             return result
 
 

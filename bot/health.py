@@ -68,7 +68,7 @@ def parse_addr(addr: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _reason(exc: BaseException) -> str:
+def _reason(exc: Exception) -> str:
     """One short line for the JSON body: the exception type, and its message when it has one."""
     if isinstance(exc, TimeoutError):
         return "timeout"
@@ -99,9 +99,7 @@ async def run_checks(checks: Mapping[str, Check], per_check: float) -> dict[str,
     async def one(check: Check) -> str:
         try:
             await asyncio.wait_for(check(), per_check)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
+        except Exception as exc:  # a probe reports any failure; cancellation still propagates
             return _reason(exc)
         return "ok"
 
@@ -115,7 +113,8 @@ async def _healthz(_request: web.Request) -> web.Response:
 
 
 async def _readyz(request: web.Request) -> web.Response:
-    results = await run_checks(request.app[_CHECKS_KEY], request.app[_TIMEOUT_KEY])
+    checks: dict[str, Check] = request.app[_CHECKS_KEY]
+    results = await run_checks(checks, request.app[_TIMEOUT_KEY])
     ready = all(value == "ok" for value in results.values())
     if not ready:
         log.warning("readyz_failed", **results)
