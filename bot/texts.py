@@ -29,6 +29,7 @@ __all__ = [
     "horoscope_header",
     "horoscope_parts",
     "texts",
+    "visible_header",
 ]
 
 #: Telegram limits, in characters of the text after entity parsing.
@@ -63,6 +64,7 @@ class Texts:
     need_sign: str
     already_shown: str
     outdated_button: str
+    unknown_button: str
     push_now_on: str
     push_now_off: str
     settings: str
@@ -108,6 +110,7 @@ RU = Texts(
     need_sign="Сначала выберите знак зодиака:",
     already_shown="Уже на экране",
     outdated_button="Эта кнопка устарела. Отправляю свежий гороскоп.",
+    unknown_button="Эта кнопка больше не работает.",
     push_now_on="🔔 Ежедневная рассылка включена: каждый день в {hour:02d}:00 ({tz}).",
     push_now_off="🔕 Ежедневная рассылка выключена.",
     settings=(
@@ -188,6 +191,7 @@ EN = Texts(
     need_sign="Pick your zodiac sign first:",
     already_shown="Already on screen",
     outdated_button="This button is out of date. Here is a fresh horoscope.",
+    unknown_button="This button no longer works.",
     push_now_on="🔔 Daily push is on: every day at {hour:02d}:00 ({tz}).",
     push_now_off="🔕 Daily push is off.",
     settings=(
@@ -288,6 +292,11 @@ def horoscope_header(sign: Sign, date: dt.date, day_word: str, lang: Lang) -> st
     )
 
 
+def visible_header(sign: Sign, date: dt.date, day_word: str, lang: Lang) -> str:
+    """The header as Telegram shows it (no markup): what a received caption starts with."""
+    return f"{sign_label(sign, lang)} · {day_word}, {format_date(date, lang)}"
+
+
 def horoscope_parts(
     sign: Sign, date: dt.date, day_word: str, text: str, lang: Lang
 ) -> tuple[str, str | None]:
@@ -299,7 +308,7 @@ def horoscope_parts(
     message is cut at a word boundary rather than rejected.
     """
     header = horoscope_header(sign, date, day_word, lang)
-    visible_header = html.unescape(_strip_tags(header))
+    visible_header = html.unescape(_strip_tags(header))  # what Telegram counts
     body = text.strip()
     if len(visible_header) + 2 + len(body) <= CAPTION_LIMIT:
         return f"{header}\n\n{escape(body)}", None

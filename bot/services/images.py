@@ -26,7 +26,7 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import structlog
 from aiogram import Bot
@@ -35,10 +35,13 @@ from redis.asyncio import Redis
 
 from bot.metrics import FILE_ID_FALLBACKS, IMAGE_SENDS
 from bot.services.telegram import is_file_id_rejected, with_retry
-from cache import RedisLock
+from cache import Load, RedisLock
+from db.repositories import images as image_repo
+from db.repositories.context import DataContext
+from db.repositories.images import ImageAssetRepository
 from db.repositories.values import FileRef
 
-__all__ = ["ASSETS_DIR", "FileIdStore", "ImageSender", "SentPhoto"]
+__all__ = ["ASSETS_DIR", "FileIdStore", "ImageSender", "RepositoryFileIds", "SentPhoto"]
 
 log = structlog.get_logger(__name__)
 
@@ -58,12 +61,71 @@ class FileIdStore(Protocol):
     async def forget(self, bot_id: int, asset_key: str) -> None: ...
 
 
+class RepositoryFileIds:
+    """FileIdStore on ImageAssetRepository: reads Redis-first, writes in their own transaction.
+
+    Writes do not join the update's unit of work on purpose: a file_id is a fact about
+    Telegram, true as soon as the upload returned, and must survive a handler that fails
+    later (a rollback would cost another upload). They commit at once and then put the new
+    file_id into Redis, so other processes see it immediately.
+    """
+
+    def __init__(self, ctx: DataContext) -> None:
+        self.ctx = ctx
+        # Reads never use the repository's session (its loader opens its own), so one idle
+        # session object serves every read; it never executes SQL or holds a connection.
+        self._reader = ImageAssetRepository(ctx.session_factory(), ctx)
+
+    def key(self, bot_id: int, asset_key: str) -> str:
+        return self._reader.key(bot_id, asset_key)
+
+    def load_spec(self, bot_id: int, asset_key: str) -> Load[FileRef]:
+        """The cache-aside Load of one file_id, to batch with other reads in one MGET.
+
+        Built from the repository's private loader/codec until it offers this itself.
+        """
+        return Load(
+            self._reader.key(bot_id, asset_key),
+            self._reader._loader(bot_id, asset_key),
+            image_repo._CODEC,
+            image_repo.FILE_ID_TTL,
+            negative_ttl=image_repo.FILE_ID_NEGATIVE_TTL,
+        )
+
+    async def get(self, bot_id: int, asset_key: str, content_sha256: str) -> FileRef | None:
+        return await self._reader.get_file_id(bot_id, asset_key, content_sha256)
+
+    async def save(self, bot_id: int, asset_key: str, ref: FileRef) -> None:
+        async with self.ctx.session_factory() as session:
+            repo = ImageAssetRepository(session, self.ctx)
+            saved = await repo.save(
+                bot_id, asset_key, ref.file_id, ref.file_unique_id, ref.content_sha256
+            )
+            await session.commit()
+            await repo.cache_saved(bot_id, asset_key, saved)
+
+    async def forget(self, bot_id: int, asset_key: str) -> None:
+        async with self.ctx.session_factory() as session:
+            await ImageAssetRepository(session, self.ctx).forget(bot_id, asset_key)
+            await session.commit()
+            await self.ctx.cache.flush_invalidations(session)
+
+
 @dataclass(frozen=True, slots=True)
 class SentPhoto:
     """The result of a send or edit: the message (None for an edited inline message)."""
 
     message: Message | None
     method: str  # "file_id" or "upload"
+
+
+class _Unset:
+    """Marker type: "the caller did not read the file_id" (None means "read: there is none")."""
+
+    __slots__ = ()
+
+
+_UNSET: Final = _Unset()
 
 
 class _Upload:
@@ -159,13 +221,17 @@ class ImageSender:
         *,
         caption: str | None = None,
         reply_markup: InlineKeyboardMarkup | None = None,
+        known: FileRef | _Unset | None = _UNSET,
     ) -> SentPhoto:
+        """Send ``asset_key`` to a chat. ``known``: the file_id ref already read by the caller
+        (batched with other reads), so the sender does not read it again."""
+
         async def deliver(media: PhotoMedia) -> Message:
             return await bot.send_photo(
                 chat_id=chat_id, photo=media, caption=caption, reply_markup=reply_markup
             )
 
-        return await self._deliver(bot, asset_key, deliver)
+        return await self._deliver(bot, asset_key, deliver, known)
 
     async def edit_photo(
         self,
@@ -177,7 +243,10 @@ class ImageSender:
         inline_message_id: str | None = None,
         caption: str | None = None,
         reply_markup: InlineKeyboardMarkup | None = None,
+        known: FileRef | _Unset | None = _UNSET,
     ) -> SentPhoto:
+        """Replace the picture (and caption) of a message through editMessageMedia."""
+
         async def deliver(media: PhotoMedia) -> Message | bool:
             return await bot.edit_message_media(
                 media=InputMediaPhoto(media=media, caption=caption),
@@ -187,14 +256,19 @@ class ImageSender:
                 reply_markup=reply_markup,
             )
 
-        return await self._deliver(bot, asset_key, deliver)
+        return await self._deliver(bot, asset_key, deliver, known)
 
     # ------------------------------------------------------------------ the algorithm
 
-    async def _deliver(self, bot: Bot, asset_key: str, deliver: Deliver) -> SentPhoto:
+    async def _deliver(
+        self, bot: Bot, asset_key: str, deliver: Deliver, known: FileRef | _Unset | None
+    ) -> SentPhoto:
         bot_id = bot.id
         sha = self.sha256(asset_key)
-        ref = await self.store.get(bot_id, asset_key, sha)
+        if isinstance(known, _Unset):
+            ref = await self.store.get(bot_id, asset_key, sha)
+        else:
+            ref = known if known is not None and known.content_sha256 == sha else None
         if ref is not None:
             sent = await self._by_file_id(bot_id, asset_key, ref, deliver)
             if sent is not None:

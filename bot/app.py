@@ -1,0 +1,168 @@
+"""The app factory: one function that wires Bot, Dispatcher and every dependency.
+
+``build_app`` is what the runner, the e2e tests, the playground and the benchmarks call, so all
+of them run the same bot. Dependencies reach handlers through the Dispatcher's
+``workflow_data`` as one ``AppContext`` (``app``), plus per-update values the middlewares add
+(``session``, ``repos``, ``user``, ``lang``, ``t``).
+
+``cache_enabled=False`` builds the same bot on ``CacheAside(None)``: every read goes to Postgres
+(and single-flight still applies). Benchmarks use it as the "Postgres only" baseline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiogram import Bot, Dispatcher
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.enums import ParseMode
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.config import TELEGRAM_API_DEFAULT, Settings
+from bot.generation import build_generator
+from bot.handlers import routers
+from bot.middlewares import ContextMiddleware, UnitOfWorkMiddleware, UserMiddleware
+from bot.services.clock import Clock, utc_now
+from bot.services.horoscope import HoroscopeService
+from bot.services.images import ASSETS_DIR, ImageSender, RepositoryFileIds
+from bot.services.stats import StatsService
+from bot.services.throttle import Throttle
+from cache import CacheAside, CacheMetrics, KeySpace, default_metrics
+from db.repositories.context import DataContext
+from db.types import HoroscopeGenerator
+
+__all__ = ["AppContext", "StoresLike", "build_app", "build_bot"]
+
+
+class StoresLike(Protocol):
+    """What build_app needs of bot.stores.Stores (tests and benchmarks may pass their own)."""
+
+    @property
+    def session_factory(self) -> async_sessionmaker[AsyncSession]: ...
+
+    @property
+    def redis(self) -> Redis: ...
+
+
+@dataclass
+class AppContext:
+    """Everything a handler may need, built once per app.
+
+    ``now`` is the clock (aware UTC): "today" everywhere derives from it, and tests pin it.
+    ``errors`` counts updates that ended in the error handler with an unexpected exception.
+    """
+
+    settings: Settings
+    cache: CacheAside
+    keyspace: KeySpace
+    session_factory: async_sessionmaker[AsyncSession]
+    data: DataContext
+    generator: HoroscopeGenerator
+    images: ImageSender
+    file_ids: RepositoryFileIds
+    horoscopes: HoroscopeService
+    stats: StatsService
+    throttle: Throttle
+    redis: Redis | None
+    now: Clock = utc_now
+    errors: int = 0
+    #: tasks handling an update right now (the runner waits for them at shutdown)
+    inflight: set[asyncio.Task[Any]] = field(default_factory=set)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    async def wait_inflight(self, timeout: float) -> int:  # noqa: ASYNC109
+        """Wait up to ``timeout`` s for running handlers; returns how many did not finish."""
+        tasks = {t for t in self.inflight if not t.done() and t is not asyncio.current_task()}
+        if not tasks:
+            return 0
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        return len(pending)
+
+
+def build_bot(settings: Settings) -> Bot:
+    """A Bot with HTML as default parse mode, on TELEGRAM_API_URL when it is not Telegram's."""
+    if settings.bot_token is None:
+        raise ValueError("BOT_TOKEN is not set")
+    session = None
+    if settings.telegram_api_url.rstrip("/") != TELEGRAM_API_DEFAULT:
+        session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
+    return Bot(
+        token=settings.bot_token.get_secret_value(),
+        session=session,
+        default=DefaultBotProperties(parse_mode=ParseMode.HTML),
+    )
+
+
+def build_app(
+    settings: Settings,
+    stores: StoresLike,
+    *,
+    bot: Bot | None = None,
+    now: Clock | None = None,
+    cache_enabled: bool | None = None,
+    generator: HoroscopeGenerator | None = None,
+    metrics: CacheMetrics | None = None,
+) -> tuple[Bot, Dispatcher, AppContext]:
+    """Build the bot. Nothing here does I/O: the first update opens connections.
+
+    ``cache_enabled`` defaults to ``settings.cache_enabled``; ``generator`` to the one
+    HOROSCOPE_GENERATOR names; ``bot`` to ``build_bot(settings)``.
+    """
+    if bot is None:
+        bot = build_bot(settings)
+    use_cache = settings.cache_enabled if cache_enabled is None else cache_enabled
+    redis: Redis | None = stores.redis if use_cache else None
+    cache = CacheAside(
+        redis,
+        metrics=metrics or default_metrics(),
+        op_timeout=max(settings.redis_socket_timeout, 0.05),
+    )
+    keyspace = KeySpace(settings.cache_prefix, settings.cache_schema_version)
+    data = DataContext(
+        cache=cache, keys=keyspace, session_factory=stores.session_factory, tz=settings.tz
+    )
+    if generator is None:
+        generator = build_generator(
+            settings.horoscope_generator,
+            llm_base_url=settings.llm_base_url,
+            llm_api_key=settings.llm_api_key,
+            llm_model=settings.llm_model,
+            llm_timeout=settings.llm_timeout,
+        )
+    clock = now or utc_now
+    file_ids = RepositoryFileIds(data)
+    images = ImageSender(
+        file_ids,
+        assets_dir=ASSETS_DIR,
+        redis=redis,
+        lock_key=lambda bot_id, asset: keyspace.key("upload", bot_id, asset),
+    )
+    app = AppContext(
+        settings=settings,
+        cache=cache,
+        keyspace=keyspace,
+        session_factory=stores.session_factory,
+        data=data,
+        generator=generator,
+        images=images,
+        file_ids=file_ids,
+        horoscopes=HoroscopeService(settings, data, generator, images, file_ids, clock),
+        stats=StatsService(
+            data, generator, clock, settings.bot_timezone, cache.metrics, stores.redis
+        ),
+        throttle=Throttle(redis, keyspace, settings.throttle_rate, op_timeout=cache.op_timeout),
+        redis=redis,
+        now=clock,
+    )
+    # disable_fsm: no handler uses FSM state, so no storage lookup per update.
+    dp = Dispatcher(disable_fsm=True, app=app)
+    dp.update.outer_middleware(ContextMiddleware(app.inflight))
+    dp.update.outer_middleware(UnitOfWorkMiddleware(app))
+    dp.update.outer_middleware(UserMiddleware(app))
+    dp.include_routers(*routers())
+    return bot, dp, app

@@ -1,0 +1,87 @@
+"""Small helpers every handler uses: answering a callback once and quietly, safe replies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from aiogram import Router
+from aiogram.types import CallbackQuery, InaccessibleMessage, MaybeInaccessibleMessageUnion, Message
+
+from bot.services.telegram import is_harmless, with_retry
+
+__all__ = ["RouterFactory", "accessible", "answer_callback", "chat_id_of"]
+
+log = structlog.get_logger(__name__)
+
+
+async def answer_callback(query: CallbackQuery, text: str | None = None) -> None:
+    """Answer a callback query (stops the button's spinner); "query is too old" is fine."""
+    try:
+        await with_retry(lambda: query.answer(text), what="answer_callback")
+    except Exception as exc:
+        if not is_harmless(exc):
+            raise
+        log.debug("callback_answer_skipped", error=str(exc))
+
+
+def accessible(message: MaybeInaccessibleMessageUnion | None) -> Message | None:
+    """The callback's message if the bot can still see and edit it.
+
+    Telegram sends an InaccessibleMessage (date 0) for messages too old to show, and none at
+    all for buttons under inline-mode messages.
+    """
+    if message is None or isinstance(message, InaccessibleMessage):
+        return None
+    return message
+
+
+def chat_id_of(query: CallbackQuery) -> int:
+    """Where to answer a callback: the message's chat, else the person's private chat."""
+    if query.message is not None:
+        return query.message.chat.id
+    return query.from_user.id
+
+
+class RouterFactory:
+    """Records handler registrations and builds a fresh Router per Dispatcher.
+
+    aiogram attaches a Router to one parent for life, but tests and benchmarks build several
+    apps in one process (a restart, a cache-disabled baseline). Modules therefore declare
+    handlers on a factory with the same decorator syntax, and ``build_app`` calls ``build()``.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._registrations: list[tuple[str, tuple[Any, ...], dict[str, Any], Any]] = []
+
+    def _register(self, observer: str, *filters: Any, **kwargs: Any) -> Any:
+        def decorator(callback: Any) -> Any:
+            self._registrations.append((observer, filters, kwargs, callback))
+            return callback
+
+        return decorator
+
+    def message(self, *filters: Any, **kwargs: Any) -> Any:
+        return self._register("message", *filters, **kwargs)
+
+    def callback_query(self, *filters: Any, **kwargs: Any) -> Any:
+        return self._register("callback_query", *filters, **kwargs)
+
+    def inline_query(self, *filters: Any, **kwargs: Any) -> Any:
+        return self._register("inline_query", *filters, **kwargs)
+
+    def chosen_inline_result(self, *filters: Any, **kwargs: Any) -> Any:
+        return self._register("chosen_inline_result", *filters, **kwargs)
+
+    def my_chat_member(self, *filters: Any, **kwargs: Any) -> Any:
+        return self._register("my_chat_member", *filters, **kwargs)
+
+    def errors(self, *filters: Any, **kwargs: Any) -> Any:
+        return self._register("errors", *filters, **kwargs)
+
+    def build(self) -> Router:
+        router = Router(name=self.name)
+        for observer, filters, kwargs, callback in self._registrations:
+            getattr(router, observer).register(callback, *filters, **kwargs)
+        return router

@@ -1,0 +1,199 @@
+"""/settings and its buttons, /timezone, /hour, /lang, and a typed IANA zone name.
+
+No FSM: "send me your zone" would need a state round trip to storage on every message. A zone
+is either a button, ``/timezone Europe/Berlin``, or any plain message that is a valid IANA name
+(nobody types "Asia/Tbilisi" by accident).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING
+
+import structlog
+from aiogram import F
+from aiogram.filters import Command, CommandObject
+from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
+
+from bot.callbacks import MenuAction, MenuCB, SetCB, Setting
+from bot.handlers.common import RouterFactory, accessible, answer_callback
+from bot.keyboards import settings_keyboard, timezone_keyboard
+from bot.services.clock import local_now, parse_zone
+from bot.services.telegram import is_harmless, with_retry
+from bot.texts import TEXTS, Texts, escape, texts
+from db.repositories import Repositories, UserData
+from db.types import Lang
+
+if TYPE_CHECKING:
+    from bot.app import AppContext
+
+__all__ = ["router"]
+
+log = structlog.get_logger(__name__)
+
+router = RouterFactory("settings")
+
+
+def _zone(app: AppContext, user: UserData) -> str:
+    return user.timezone or app.settings.bot_timezone
+
+
+def settings_view(app: AppContext, user: UserData) -> tuple[str, InlineKeyboardMarkup]:
+    lang = app.horoscopes.lang_for(user)
+    t = texts(lang)
+    hour = user.push_time.hour
+    push = t.settings_push_on.format(hour=hour) if user.push_enabled else t.settings_push_off
+    text = t.settings.format(lang=TEXTS[lang].lang_name, tz=escape(_zone(app, user)), push=push)
+    return text, settings_keyboard(lang, user.push_enabled, hour)
+
+
+async def _edit(message: Message | None, text: str, markup: InlineKeyboardMarkup) -> None:
+    if message is None:
+        return
+    try:
+        await with_retry(lambda: message.edit_text(text, reply_markup=markup), what="settings")
+    except Exception as exc:
+        if not is_harmless(exc):
+            raise
+
+
+@router.message(Command("settings"))
+async def settings_command(message: Message, app: AppContext, user: UserData) -> None:
+    text, markup = settings_view(app, user)
+    await with_retry(lambda: message.answer(text, reply_markup=markup), what="settings")
+
+
+@router.callback_query(MenuCB.filter(F.action == MenuAction.SETTINGS))
+async def settings_back(query: CallbackQuery, app: AppContext, user: UserData) -> None:
+    text, markup = settings_view(app, user)
+    await _edit(accessible(query.message), text, markup)
+    await answer_callback(query)
+
+
+@router.callback_query(MenuCB.filter(F.action == MenuAction.TIMEZONES))
+async def timezones(
+    query: CallbackQuery, app: AppContext, user: UserData, t: Texts, lang: Lang
+) -> None:
+    await _edit(accessible(query.message), t.tz_choose, timezone_keyboard(lang, _zone(app, user)))
+    await answer_callback(query)
+
+
+async def _set_zone(app: AppContext, repos: Repositories, user: UserData, zone: str) -> UserData:
+    return await repos.users.set_timezone(user.id, zone)
+
+
+def _zone_saved(app: AppContext, user: UserData) -> str:
+    t = texts(app.horoscopes.lang_for(user))
+    zone = _zone(app, user)
+    now = local_now(app.now(), zone, app.settings.bot_timezone)
+    return t.tz_saved.format(tz=escape(zone), time=now.strftime("%H:%M"))
+
+
+@router.callback_query(SetCB.filter())
+async def change_setting(
+    query: CallbackQuery,
+    callback_data: SetCB,
+    app: AppContext,
+    repos: Repositories,
+    user: UserData,
+    t: Texts,
+) -> None:
+    setting, value = callback_data.setting, callback_data.value
+    note: str | None = None
+    if setting is Setting.LANG:
+        lang = Lang.parse(value)
+        if lang is None or lang not in app.settings.enabled_langs:
+            await answer_callback(query, t.unknown_button)
+            return
+        user = await repos.users.set_lang(user.id, lang)
+        note = TEXTS[lang].lang_saved
+    elif setting is Setting.PUSH:
+        user = await repos.users.set_push(user.id, value == "1")
+        note = t.push_now_off if not user.push_enabled else None
+    elif setting is Setting.HOUR:
+        if not value.isdigit() or not 0 <= int(value) <= 23:
+            await answer_callback(query, t.unknown_button)
+            return
+        user = await repos.users.set_push(user.id, True, dt.time(int(value)))
+    elif setting is Setting.TZ:
+        zone = parse_zone(value)
+        if zone is None:
+            await answer_callback(query, t.unknown_button)
+            return
+        user = await _set_zone(app, repos, user, zone)
+        note = _zone_saved(app, user)
+    if setting in (Setting.PUSH, Setting.HOUR) and user.push_enabled:
+        t2 = texts(app.horoscopes.lang_for(user))
+        note = t2.push_now_on.format(hour=user.push_time.hour, tz=_zone(app, user))
+    text, markup = settings_view(app, user)
+    await _edit(accessible(query.message), text, markup)
+    await answer_callback(query, note[:200] if note else None)
+
+
+@router.message(Command("timezone", "tz"))
+async def timezone_command(
+    message: Message,
+    command: CommandObject,
+    app: AppContext,
+    repos: Repositories,
+    user: UserData,
+    t: Texts,
+    lang: Lang,
+) -> None:
+    value = (command.args or "").strip()
+    if not value:
+        markup = timezone_keyboard(lang, _zone(app, user))
+        await with_retry(lambda: message.answer(t.tz_choose, reply_markup=markup), what="tz")
+        return
+    zone = parse_zone(value)
+    if zone is None:
+        text = t.tz_unknown.format(value=escape(value[:64]))
+        await with_retry(lambda: message.answer(text), what="tz_unknown")
+        return
+    user = await _set_zone(app, repos, user, zone)
+    saved = _zone_saved(app, user)
+    await with_retry(lambda: message.answer(saved), what="tz_saved")
+
+
+@router.message(F.text.func(parse_zone).as_("zone"))
+async def typed_zone(
+    message: Message, zone: str, app: AppContext, repos: Repositories, user: UserData
+) -> None:
+    user = await _set_zone(app, repos, user, zone)
+    saved = _zone_saved(app, user)
+    await with_retry(lambda: message.answer(saved), what="tz_saved")
+
+
+@router.message(Command("hour"))
+async def hour_command(
+    message: Message,
+    command: CommandObject,
+    app: AppContext,
+    repos: Repositories,
+    user: UserData,
+    t: Texts,
+) -> None:
+    value = (command.args or "").strip().removesuffix(":00")
+    if not value.isdigit() or not 0 <= int(value) <= 23:
+        await with_retry(lambda: message.answer(t.hour_usage), what="hour_usage")
+        return
+    user = await repos.users.set_push(user.id, True, dt.time(int(value)))
+    text = t.hour_saved.format(hour=user.push_time.hour, tz=escape(_zone(app, user)))
+    await with_retry(lambda: message.answer(text), what="hour_saved")
+
+
+@router.message(Command("lang", "language"))
+async def lang_command(
+    message: Message,
+    command: CommandObject,
+    app: AppContext,
+    repos: Repositories,
+    user: UserData,
+) -> None:
+    lang = Lang.parse(command.args)
+    if lang is None or lang not in app.settings.enabled_langs:
+        text, markup = settings_view(app, user)
+        await with_retry(lambda: message.answer(text, reply_markup=markup), what="settings")
+        return
+    user = await repos.users.set_lang(user.id, lang)
+    await with_retry(lambda: message.answer(TEXTS[lang].lang_saved), what="lang_saved")
