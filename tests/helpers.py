@@ -141,3 +141,55 @@ class TgUser:
         self.language_code = language_code
         self.is_premium = is_premium
         self.is_bot = is_bot
+
+
+def stampede_child(
+    database_url: str, redis_url: str, prefix: str, n: int, delay: float, count_view: bool = False
+) -> list[str]:
+    """One process of the cross-process stampede test (top level: picklable under spawn).
+
+    Builds its own engine, Redis client and CacheAside, fires ``n`` concurrent
+    get_or_generate calls for one cold key and returns the distinct texts it saw. The generator
+    counts its calls with INCR under the test's prefix, so the parent can add them up.
+    """
+    import asyncio
+
+    return asyncio.run(_stampede(database_url, redis_url, prefix, n, delay, count_view))
+
+
+async def _stampede(
+    database_url: str, redis_url: str, prefix: str, n: int, delay: float, count_view: bool
+) -> list[str]:
+    import asyncio
+    from zoneinfo import ZoneInfo
+
+    from cache import CacheAside, KeySpace, create_redis
+    from db.engine import create_engine, create_session_factory
+    from db.repositories import DataContext, HoroscopeRepository
+
+    engine = create_engine(database_url, pool_size=5, max_overflow=5)
+    client = create_redis(redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+    try:
+        cache = CacheAside(client, op_timeout=2.0)
+        ctx = DataContext(cache, KeySpace(prefix), create_session_factory(engine), ZoneInfo("UTC"))
+
+        async def count() -> None:
+            await client.incr(f"{prefix}:test:generator_calls")
+
+        repo = HoroscopeRepository(ctx, FakeGenerator(delay=delay, counter=count))
+        day = dt.date(2026, 11, 21)
+        # Start line: every process is set up (imports, engine, Redis) before anyone asks, so
+        # all 4 x n calls really hit the cold key at the same moment.
+        waiter = Redis.from_url(redis_url)  # no socket timeout: BLPOP blocks
+        try:
+            await waiter.incr(f"{prefix}:test:ready")
+            await waiter.blpop([f"{prefix}:test:go"], timeout=30)
+        finally:
+            await waiter.aclose()
+        results = await asyncio.gather(
+            *(repo.get_or_generate(Sign.LEO, day, Lang.RU, count_view=count_view) for _ in range(n))
+        )
+        return sorted({r.text for r in results})
+    finally:
+        await client.aclose()
+        await engine.dispose()
