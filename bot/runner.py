@@ -1,33 +1,205 @@
-"""The `run` command: open the stores, then serve until SIGINT/SIGTERM.
+"""The `run` command: stores, app, jobs and the metrics server, then polling until a signal.
 
-Placeholder until the Telegram side lands: it connects to both stores, logs that it is ready
-and waits for a signal. It does not pretend to serve Telegram.
+Order of start-up: settings checked -> stores opened (migrations) -> app built -> metrics/health
+server -> Telegram: getMe, deleteWebhook, setMyCommands -> scheduler (warm file_ids first) ->
+polling. Shutdown on SIGINT/SIGTERM is the reverse: stop polling (no new updates), wait for
+handlers still running, stop the jobs (which flush the view and last-seen buffers once more),
+flush buffers ourselves when there are no jobs, stop the metrics server, close the bot session,
+and finally the pools (open_stores' exit).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib.util
+import logging
 import signal
+import time
+from typing import Any
 
 import structlog
-from sqlalchemy import text
+from aiogram import Bot
+from aiogram.exceptions import TelegramAPIError, TelegramUnauthorizedError
+from aiogram.types import BotCommand, BotCommandScopeDefault
 
+from bot.app import AppContext, build_app
 from bot.config import Settings
-from bot.stores import open_stores
+from bot.stores import Stores, open_stores
+from db.types import Lang
 
 log = structlog.get_logger(__name__)
 
+#: How long shutdown waits for handlers that are still answering someone.
+HANDLER_GRACE = 10.0
+
+COMMANDS: dict[Lang, list[tuple[str, str]]] = {
+    Lang.RU: [
+        ("today", "Гороскоп на сегодня"),
+        ("tomorrow", "Гороскоп на завтра"),
+        ("sign", "Сменить знак"),
+        ("settings", "Язык, часовой пояс, рассылка"),
+        ("help", "Справка"),
+    ],
+    Lang.EN: [
+        ("today", "Today's horoscope"),
+        ("tomorrow", "Tomorrow's horoscope"),
+        ("sign", "Change your sign"),
+        ("settings", "Language, time zone, daily push"),
+        ("help", "Help"),
+    ],
+}
+
+
+class _ConflictSpotter(logging.Filter):
+    """Turns aiogram's "Failed to fetch updates - TelegramConflictError" into one clear line.
+
+    aiogram retries a 409 with back-off forever, logging a generic warning each time; the
+    operator needs to know that another process polls with the same token (at most once a
+    minute, so the log is not flooded).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last = 0.0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "TelegramConflictError" in message or "Conflict:" in message:
+            now = time.monotonic()
+            if now - self._last > 60:
+                self._last = now
+                log.error(
+                    "polling_conflict",
+                    hint="another process is polling with this BOT_TOKEN (or a webhook is set);"
+                    " stop it: Telegram delivers each update to one poller only",
+                )
+        return True
+
+
+async def set_commands(bot: Bot, settings: Settings) -> None:
+    """The command menu in both languages (the default scope gets DEFAULT_LANG)."""
+    for lang in settings.enabled_langs:
+        commands = [BotCommand(command=c, description=d) for c, d in COMMANDS[lang]]
+        await bot.set_my_commands(commands, scope=BotCommandScopeDefault(), language_code=lang)
+    default = [BotCommand(command=c, description=d) for c, d in COMMANDS[settings.default_lang]]
+    await bot.set_my_commands(default, scope=BotCommandScopeDefault())
+
+
+async def _start_jobs(app: AppContext, bot: Bot, stores: Stores) -> Any:
+    """The scheduler (jobs/), when that package is installed; None otherwise."""
+    if importlib.util.find_spec("jobs.scheduler") is None:
+        log.info("jobs_not_available")
+        return None
+    from jobs.deps import JobDeps
+    from jobs.scheduler import start_jobs
+
+    deps = JobDeps(
+        settings=app.settings,
+        cache=app.cache,
+        keyspace=app.keyspace,
+        session_factory=app.session_factory,
+        redis=app.redis,
+        bot=bot,
+        images=app.images,
+        generator=app.generator,
+        clock=app.now,
+    )
+    return await start_jobs(deps)
+
+
+async def _start_health(settings: Settings, stores: Stores) -> Any:
+    """The /metrics, /healthz, /readyz server (bot/health.py); None when disabled."""
+    if importlib.util.find_spec("bot.health") is None:
+        return None
+    from bot.health import start_health_server
+
+    return await start_health_server(settings, stores)
+
+
+async def flush_buffers(app: AppContext) -> None:
+    """Write buffered views and last-seen stamps to Postgres (when no job runner does it)."""
+    from db.repositories import UserRepository
+
+    try:
+        result = await app.horoscopes.views.flush()
+        log.info("views_flushed", views=result.views, rows=result.rows)
+    except Exception:
+        log.exception("views_flush_failed")
+    try:
+        async with app.session_factory() as session:
+            seen = await UserRepository(session, app.data).flush_last_seen()
+        log.info("last_seen_flushed", stamps=seen.stamps)
+    except Exception:
+        log.exception("last_seen_flush_failed")
+
+
+async def serve(settings: Settings, stores: Stores, stop: asyncio.Event) -> int:
+    """Run the bot on open stores until ``stop`` is set; returns the exit code."""
+    bot, dp, app = build_app(settings, stores)
+    health = jobs = None
+    conflict = _ConflictSpotter()
+    logging.getLogger("aiogram.dispatcher").addFilter(conflict)
+    try:
+        health = await _start_health(settings, stores)
+        try:
+            me = await bot.me()
+        except TelegramUnauthorizedError:
+            log.error("bot_token_rejected", hint="Telegram does not accept BOT_TOKEN")
+            return 1
+        log.info("bot_identity", bot_id=me.id, username=me.username)
+        await bot.delete_webhook(drop_pending_updates=False)
+        try:
+            await set_commands(bot, settings)
+        except TelegramAPIError as exc:  # cosmetic: the bot works without a command menu
+            log.warning("set_commands_failed", error=str(exc))
+        jobs = await _start_jobs(app, bot, stores)
+        # Hook: the jobs/ scheduler runs from here (jobs.scheduler.start_jobs) until shutdown.
+        polling = asyncio.create_task(
+            dp.start_polling(bot, handle_signals=False, close_bot_session=False)
+        )
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({polling, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        log.info("stopping")
+        if polling not in done:
+            with contextlib.suppress(RuntimeError):
+                await dp.stop_polling()
+        stopper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await polling
+        left = await app.wait_inflight(HANDLER_GRACE)
+        if left:
+            log.warning("handlers_unfinished_at_shutdown", count=left)
+        return 0
+    finally:
+        logging.getLogger("aiogram.dispatcher").removeFilter(conflict)
+        if jobs is not None:
+            await jobs.shutdown()  # flushes both buffers
+        else:
+            await flush_buffers(app)
+        if health is not None:
+            await health.stop()
+        await app.cache.aclose()
+        await bot.session.close()
+
 
 async def run(settings: Settings) -> int:
+    if settings.bot_token is None:
+        # Hook: the tokenless "playground" (a local Bot API double plus a chat UI) starts here
+        # once it exists. Until then, do not pretend to serve Telegram.
+        log.error(
+            "no_bot_token",
+            hint="set BOT_TOKEN (or BOT_TOKEN_FILE) to run the bot; a tokenless playground "
+            "mode is not available yet",
+        )
+        return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with open_stores(settings) as stores:
-        async with stores.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-        await stores.redis.ping()
-        log.info("ready", note="stores answer; Telegram handlers are not wired yet")
-        await stop.wait()
-        log.info("stopping")
-    return 0
+    try:
+        async with open_stores(settings) as stores:
+            return await serve(settings, stores, stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)

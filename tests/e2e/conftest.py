@@ -125,7 +125,7 @@ class Harness:
     def last_update_id(self) -> int:
         return self.server.bot().next_update_id - 1
 
-    async def done(self, update_id: int | None = None, timeout: float = 10.0) -> None:
+    async def done(self, update_id: int | None = None, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Wait until the bot finished handling ``update_id`` (default: the latest)."""
         uid = self.last_update_id() if update_id is None else update_id
         await asyncio.wait_for(self._event(uid).wait(), timeout)
