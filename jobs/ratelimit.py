@@ -14,6 +14,9 @@ from collections.abc import Awaitable, Callable
 
 __all__ = ["TokenBucket"]
 
+_EPSILON = 1e-9
+_MIN_SLEEP = 1e-4
+
 
 class TokenBucket:
     """``rate`` tokens per second, at most ``burst`` saved up; ``pause`` stops all takers.
@@ -80,8 +83,11 @@ class TokenBucket:
                     await self._sleep(self._paused_until - now)
                     continue
                 self._refill(now)
-                if self._tokens >= 1:
-                    self._tokens -= 1
+                # The epsilon absorbs float rounding: after sleeping exactly the computed
+                # deficit the refill may land a hair below 1, and a sleep too small to move
+                # the clock would then spin forever.
+                if self._tokens >= 1 - _EPSILON:
+                    self._tokens = max(0.0, self._tokens - 1)
                     self.granted += 1
                     return
-                await self._sleep((1 - self._tokens) / self.rate)
+                await self._sleep(max((1 - self._tokens) / self.rate, _MIN_SLEEP))
