@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Any
 
-from conftest import OwnServer
+from _cache_servers import OwnServer
 from prometheus_client import CollectorRegistry
 
 from cache import CacheAside, CacheMetrics, CircuitBreaker, Codec, SideCommand, create_redis

@@ -10,7 +10,7 @@ from typing import Any
 import fakeredis
 import msgspec
 import pytest
-from conftest import FakeClock, RoundTrips
+from _cache_fakes import FakeClock, RoundTrips
 
 from cache import NOT_FOUND, CacheAside, CacheMetrics, CircuitBreaker, Codec, Load, SideCommand
 from cache.breaker import OPEN
