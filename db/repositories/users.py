@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cache import Codec, SideCommand
 from cache.buffers import BufferHandoff
 from db.models import User
+from db.repositories.batches import claim_batch, prune_applied
 from db.repositories.context import DataContext
 from db.repositories.values import LastSeenFlushResult, PushTarget, TelegramUserLike, UserData
 from db.types import Lang, Sign
@@ -67,15 +68,6 @@ _APPLY_LAST_SEEN = text(
     SET last_seen_at = greatest(u.last_seen_at, to_timestamp(v.ts))
     FROM unnest(CAST(:ids AS bigint[]), CAST(:stamps AS double precision[])) AS v(id, ts)
     WHERE u.id = v.id
-    """
-)
-
-_CLAIM_BATCH = text(
-    """
-    INSERT INTO applied_batches (batch_id, kind, item_count)
-    VALUES (:batch_id, :kind, :n)
-    ON CONFLICT (batch_id) DO NOTHING
-    RETURNING batch_id
     """
 )
 
@@ -312,10 +304,8 @@ class UserRepository:
                 except ValueError:
                     log.warning("dropping malformed last-seen field %r=%r", raw_id, raw_ts)
             async with self._ctx.session_factory() as s, s.begin():
-                claimed = await s.scalar(
-                    _CLAIM_BATCH, {"batch_id": batch_id, "kind": KIND_LAST_SEEN, "n": len(ids)}
-                )
-                if claimed is None:
+                claimed = await claim_batch(s, batch_id, KIND_LAST_SEEN, len(ids))
+                if not claimed:
                     return False
                 result = await s.execute(_APPLY_LAST_SEEN, {"ids": ids, "stamps": values})
                 if checkpoint is not None:
@@ -326,6 +316,8 @@ class UserRepository:
 
         handoff = BufferHandoff(redis, self.last_seen_key)
         result = await handoff.drain(apply, checkpoint=checkpoint)
+        if result.applied:
+            await prune_applied(self._ctx.session_factory, KIND_LAST_SEEN)
         return LastSeenFlushResult(batches=result.batches, stamps=stamps, rows=rows)
 
     # ------------------------------------------------------------------ statistics

@@ -18,6 +18,7 @@ from sqlalchemy import func, select, text
 from cache import SideCommand
 from cache.buffers import BufferHandoff
 from db.models import AppliedBatch, HoroscopeView
+from db.repositories.batches import claim_batch, prune_applied
 from db.repositories.context import DataContext
 from db.repositories.values import FlushResult
 from db.types import Sign
@@ -36,15 +37,6 @@ _UPSERT = text(
          AS v(s, d, c)
     ON CONFLICT (zodiac_sign, view_date) DO UPDATE
     SET view_count = horoscope_views.view_count + excluded.view_count, updated_at = now()
-    """
-)
-
-_CLAIM_BATCH = text(
-    """
-    INSERT INTO applied_batches (batch_id, kind, item_count)
-    VALUES (:batch_id, :kind, :n)
-    ON CONFLICT (batch_id) DO NOTHING
-    RETURNING batch_id
     """
 )
 
@@ -121,10 +113,8 @@ class HoroscopeViewRepository:
                     continue
                 counts[parsed] = counts.get(parsed, 0) + int(value)
             async with self._ctx.session_factory() as s, s.begin():
-                claimed = await s.scalar(
-                    _CLAIM_BATCH, {"batch_id": batch_id, "kind": KIND, "n": len(counts)}
-                )
-                if claimed is None:
+                claimed = await claim_batch(s, batch_id, KIND, len(counts))
+                if not claimed:
                     log.info("view batch %s was already applied; acking it", batch_id)
                     return False
                 if counts:
@@ -143,6 +133,8 @@ class HoroscopeViewRepository:
             return True
 
         result = await handoff.drain(apply, checkpoint=checkpoint)
+        if result.applied:
+            await prune_applied(self._ctx.session_factory, KIND)
         return FlushResult(batches=result.batches, rows=rows, views=views)
 
     # ------------------------------------------------------------------ statistics

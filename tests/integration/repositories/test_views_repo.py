@@ -112,3 +112,22 @@ async def test_fallback_writes_views_to_postgres_when_redis_is_down(down_ctx: Da
         await views.record_view(Sign.LEO, DAY)
     assert await views.totals(DAY) == {Sign.LEO: 5}
     assert await views.buffered(DAY) == {}
+
+
+async def test_flush_prunes_old_applied_batch_ids(ctx: DataContext) -> None:
+    from sqlalchemy import text
+
+    async with ctx.session_factory() as s, s.begin():
+        await s.execute(
+            text(
+                "INSERT INTO applied_batches (batch_id, kind, applied_at) VALUES"
+                " ('old', 'views', now() - interval '30 days'),"
+                " ('old-seen', 'last_seen', now() - interval '30 days')"
+            )
+        )
+    views = HoroscopeViewRepository(ctx)
+    await views.record_view(Sign.LEO, DAY)
+    await views.flush()
+    async with ctx.session_factory() as s:
+        kept = set(await s.scalars(select(AppliedBatch.batch_id)))
+    assert "old" not in kept and "old-seen" in kept and len(kept) == 2
