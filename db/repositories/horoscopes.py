@@ -172,8 +172,12 @@ class HoroscopeRepository:
 
         return load
 
-    def _load(self, sign: Sign, date: dt.date, lang: Lang) -> Load[HoroscopeData]:
+    def load_spec(self, sign: Sign, date: dt.date, lang: Lang) -> Load[HoroscopeData]:
+        """The cache-aside Load of one text, to batch with other reads in ONE ``load_many``
+        round trip (e.g. the text, its picture's file_id and the view HINCRBY together)."""
         return Load(self.key(sign, date, lang), self._loader(sign, date, lang), _CODEC, self.ttl)
+
+    _load = load_spec  # kept for callers written before load_spec was public
 
     # ------------------------------------------------------------------ reads
 
@@ -204,7 +208,7 @@ class HoroscopeRepository:
 
     async def load_many(self, items: Sequence[tuple[Sign, dt.date, Lang]]) -> list[HoroscopeData]:
         """Like ``get_many`` in one MGET, but misses are loaded/generated (concurrently)."""
-        values = await self._ctx.cache.load_many([self._load(*item) for item in items])
+        values = await self._ctx.cache.load_many([self.load_spec(*item) for item in items])
         out: list[HoroscopeData] = []
         for item, value in zip(items, values, strict=True):
             if not isinstance(value, HoroscopeData):

@@ -14,7 +14,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cache import Codec
+from cache import Codec, Load
 from db.models import ImageAsset
 from db.repositories.context import DataContext
 from db.repositories.values import FileRef
@@ -62,6 +62,18 @@ class ImageAssetRepository:
             )
 
         return load
+
+    def load_spec(self, bot_id: int, asset_key: str) -> Load[FileRef]:
+        """The cache-aside Load of one file_id, to batch with other reads in ONE
+        ``load_many`` round trip. Compare ``content_sha256`` yourself, as ``get_file_id`` does.
+        """
+        return Load(
+            self.key(bot_id, asset_key),
+            self._loader(bot_id, asset_key),
+            _CODEC,
+            FILE_ID_TTL,
+            negative_ttl=FILE_ID_NEGATIVE_TTL,
+        )
 
     async def get_file_id(self, bot_id: int, asset_key: str, content_sha256: str) -> FileRef | None:
         """The file_id to send, or None (upload it, then ``save``).

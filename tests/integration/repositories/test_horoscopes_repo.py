@@ -204,3 +204,27 @@ async def test_burst_of_counted_views_loses_none(
         assert (await views.totals(DAY))[Sign.LEO] == total
     finally:
         await client.aclose()
+
+
+async def test_text_file_id_and_view_in_one_round_trip(
+    ctx: DataContext, redis: Redis, sql_counter: Any
+) -> None:
+    """load_spec lets a caller batch the text, its picture's file_id and the view."""
+    from db.repositories import ImageAssetRepository
+
+    horoscopes = HoroscopeRepository(ctx, FakeGenerator())
+    async with ctx.session_factory() as s:
+        images = ImageAssetRepository(s, ctx)
+        await images.save(1, "signs/leo.jpg", "F1", None, "a" * 64)
+        await s.commit()
+        await horoscopes.get_or_generate(Sign.LEO, DAY, Lang.RU)
+        await images.get_file_id(1, "signs/leo.jpg", "a" * 64)
+        counter = RedisRoundTripCounter(redis)
+        sql_counter.reset()
+        text_, ref = await ctx.cache.load_many(
+            [horoscopes.load_spec(Sign.LEO, DAY, Lang.RU), images.load_spec(1, "signs/leo.jpg")],
+            also=[horoscopes.views.view_command(Sign.LEO, DAY)],
+        )
+    assert isinstance(text_, HoroscopeData) and ref.file_id == "F1"
+    assert counter.count == 1 and sql_counter.count == 0
+    assert [c[0] for c in counter.trips[0]] == ["MGET", "HINCRBY"]
