@@ -32,6 +32,7 @@ from aiogram.enums import ParseMode
 from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError, TelegramRetryAfter
 
 from bot.metrics import PUSHES
+from bot.services.horoscope import sign_asset
 from bot.texts import choose_lang, horoscope_parts, texts
 from db.repositories.horoscopes import HoroscopeRepository
 from db.repositories.users import UserRepository
@@ -50,11 +51,6 @@ T = TypeVar("T")
 MAX_RETRY_AFTER = 5
 #: Descriptions of a 400 that mean the chat no longer exists for this bot.
 _GONE_400 = ("chat not found", "peer_id_invalid", "user not found")
-
-
-def sign_asset(sign: Sign) -> str:
-    """The picture of a sign, as an asset key under assets/images/."""
-    return f"signs/{sign.value}.jpg"
 
 
 def is_gone(exc: BaseException) -> bool:
