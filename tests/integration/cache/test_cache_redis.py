@@ -19,14 +19,17 @@ INT = Codec(int)
 
 @pytest.fixture
 async def client(redis_url: str) -> AsyncIterator[Redis]:
-    c = create_redis(redis_url)
+    # generous timeouts: these tests are about semantics, and the machine may be busy
+    c = create_redis(redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
     yield c
     await c.aclose()
 
 
 @pytest.fixture
 def cache(client: Redis) -> CacheAside:
-    return CacheAside(client, metrics=CacheMetrics(CollectorRegistry()), lock_wait=2.0)
+    return CacheAside(
+        client, metrics=CacheMetrics(CollectorRegistry()), lock_wait=2.0, op_timeout=2.0
+    )
 
 
 async def test_lock_tokens_extend_release(client: Redis, key_prefix: str) -> None:
@@ -78,7 +81,7 @@ async def test_waiter_woken_by_publish_not_polling(
     key = f"{key_prefix}:v1:ns:wake"
     holder = RedisLock(client, key + ":lock", lease=5)
     assert await holder.acquire()
-    other = CacheAside(client, metrics=CacheMetrics(CollectorRegistry()))
+    other = CacheAside(client, metrics=CacheMetrics(CollectorRegistry()), op_timeout=2.0)
     calls = 0
 
     async def loader() -> int:
@@ -103,7 +106,9 @@ async def test_waiter_woken_by_publish_not_polling(
 async def test_waiter_falls_back_after_lock_wait(client: Redis, key_prefix: str) -> None:
     key = f"{key_prefix}:v1:ns:stuck"
     await client.set(key + ":lock", b"crashed-holder", px=10_000)
-    cache = CacheAside(client, metrics=CacheMetrics(CollectorRegistry()), lock_wait=0.3)
+    cache = CacheAside(
+        client, metrics=CacheMetrics(CollectorRegistry()), lock_wait=0.3, op_timeout=2.0
+    )
 
     async def loader() -> int:
         return 5
@@ -116,7 +121,9 @@ async def test_waiter_falls_back_after_lock_wait(client: Redis, key_prefix: str)
 
 async def test_long_loader_extends_lease(client: Redis, key_prefix: str) -> None:
     key = f"{key_prefix}:v1:ns:long"
-    cache = CacheAside(client, metrics=CacheMetrics(CollectorRegistry()), lock_lease=0.3)
+    cache = CacheAside(
+        client, metrics=CacheMetrics(CollectorRegistry()), lock_lease=0.3, op_timeout=2.0
+    )
 
     async def slow() -> int:
         await asyncio.sleep(0.8)
@@ -169,7 +176,9 @@ async def test_invalidation_race_does_not_write_back(
 
     reader = asyncio.create_task(cache.get_or_load(key, old, ttl=60, codec=INT))
     await asyncio.sleep(0.05)
-    other = CacheAside(client, metrics=CacheMetrics(CollectorRegistry()))  # another process
+    other = CacheAside(
+        client, metrics=CacheMetrics(CollectorRegistry()), op_timeout=2.0
+    )  # another process
     await other.invalidate(key)
     gate.set()
     assert await reader == 1
