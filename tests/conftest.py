@@ -79,11 +79,24 @@ async def database_url(postgres_server_url: str) -> AsyncIterator[str]:
         await upgrade(url)
         yield url
     finally:
-        conn = await asyncpg.connect(admin_dsn)
+        await _drop_database(admin_dsn, name)
+
+
+async def _drop_database(admin_dsn: str, name: str) -> None:
+    """Drop the run's database; a second attempt covers a connection the server just closed."""
+    import asyncpg
+
+    for attempt in range(3):
         try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
+            conn = await asyncpg.connect(admin_dsn)
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                return
+            finally:
+                await conn.close()
+        except (asyncpg.PostgresError, OSError, asyncpg.exceptions.ConnectionDoesNotExistError):
+            if attempt == 2:
+                raise
 
 
 @pytest.fixture(scope="session")
