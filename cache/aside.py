@@ -113,10 +113,15 @@ class SideCommand:
     ``fallback`` is awaited when the command could not run (Redis error, breaker open, cache
     disabled): the caller's way to write the same fact straight to Postgres so nothing is
     lost. Fallback exceptions are logged and swallowed.
+
+    ``on_result`` receives the command's reply when it ran (e.g. the INCR of a throttle
+    window), so a decision that needs a Redis answer still costs no extra round trip. It is not
+    called when the command could not run; the caller keeps its fail-open default then.
     """
 
     args: tuple[Any, ...]
     fallback: Callable[[], Awaitable[None]] | None = None
+    on_result: Callable[[Any], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,7 +255,15 @@ class CacheAside:
             for side in also:
                 pipe.execute_command(*side.args)
             results = await pipe.execute(raise_on_error=False)
-        failed = [s for s, r in zip(also, results[1:], strict=True) if isinstance(r, Exception)]
+        failed = []
+        for side, reply in zip(also, results[1:], strict=True):
+            if isinstance(reply, Exception):
+                failed.append(side)
+            elif side.on_result is not None:
+                try:
+                    side.on_result(reply)
+                except Exception:
+                    log.exception("side command on_result failed: %r", side.args[:2])
         if failed:
             await self._run_fallbacks(failed)
         first = results[0]

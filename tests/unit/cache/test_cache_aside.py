@@ -207,6 +207,28 @@ async def test_side_commands_in_same_round_trip(cache: CacheAside, fake: Any) ->
     assert not called
 
 
+async def test_side_command_reply_reaches_on_result(cache: CacheAside, fake: Any) -> None:
+    """A decision that needs Redis' answer (a throttle's INCR) rides in the same round trip."""
+    await cache.set(KEY, 5, ttl=60, codec=INT)
+    replies: list[Any] = []
+    trips = RoundTrips(fake)
+    also = [SideCommand(("INCR", "t:v1:throttle:7"), on_result=replies.append)]
+    await cache.get_or_load(KEY, counting_loader(0), ttl=60, codec=INT, also=also)
+    await cache.load_many([Load(KEY, counting_loader(0), INT, 60)], also=also)
+    assert replies == [1, 2]
+    assert trips.count == 2
+
+
+async def test_on_result_not_called_when_redis_is_down(
+    server: fakeredis.FakeServer, cache: CacheAside
+) -> None:
+    server.connected = False
+    replies: list[Any] = []
+    also = [SideCommand(("INCR", "t:v1:throttle:7"), on_result=replies.append)]
+    assert await cache.get_or_load(KEY, counting_loader(2), ttl=60, codec=INT, also=also) == 2
+    assert replies == []
+
+
 async def test_failed_side_command_runs_its_fallback(cache: CacheAside, fake: Any) -> None:
     await fake.set("t:v1:str", "x")
     calls: list[str] = []
