@@ -102,6 +102,10 @@ class _NotFound:
 NOT_FOUND: Final = _NotFound()
 
 
+class _NotSent(RedisConnectionError):
+    """No connection could be had (refused, handshake timed out, pool empty): nothing ran."""
+
+
 class _OwnerGone(Exception):
     """The coalesced GET's owner was cancelled; joiners issue their own GET."""
 
@@ -222,6 +226,42 @@ class CacheAside:
             except Exception:
                 log.exception("side command fallback failed: %r", cmd.args[:2])
 
+    async def _side_failed(self, also: Sequence[SideCommand], exc: BaseException) -> None:
+        """Replay side commands through their fallbacks only when they surely did not run.
+
+        A timeout is ambiguous: the pipeline may have reached Redis before the reply was lost.
+        Replaying it into Postgres could count a view twice, so a timed-out side command is
+        counted (``side_unknown``) and logged instead. Connection errors (refused, reset before
+        a reply, no pooled connection within the wait) mean nothing ran: replay.
+        """
+        if not also:
+            return
+        if isinstance(exc, RedisTimeoutError | TimeoutError):
+            ns = namespace_of(str(also[0].args[1])) if len(also[0].args) > 1 else "?"
+            self.metrics.event(ns, "side_unknown", len(also))
+            log.warning("side commands timed out, not replayed: %r", [c.args[:2] for c in also])
+            return
+        await self._run_fallbacks(also)
+
+    async def send(self, *commands: SideCommand) -> None:
+        """Side commands on their own, in one pipeline (e.g. a view counted without a read).
+
+        Same guarantees as ``also=`` on a read: fallbacks run when Redis is unavailable.
+        """
+        if not commands:
+            return
+        redis = self._usable()
+        if redis is None:
+            await self._run_fallbacks(commands)
+            return
+        try:
+            await self._read_with_side(redis, None, commands)
+            self.breaker.record_success()
+        except _REDIS_ERRORS as exc:
+            key = commands[0].args[1] if len(commands[0].args) > 1 else "?"
+            self._redis_failed(namespace_of(str(key)), exc)
+            await self._side_failed(commands, exc)
+
     async def _get(self, redis: Redis, key: str) -> bytes | None:
         """GET with a timeout; concurrent GETs of one key in this process share one trip."""
         gets = self._gets
@@ -246,15 +286,31 @@ class CacheAside:
                 del gets[key]
 
     async def _read_with_side(
-        self, redis: Redis, cmd: tuple[Any, ...], also: Sequence[SideCommand]
+        self, redis: Redis, cmd: tuple[Any, ...] | None, also: Sequence[SideCommand]
     ) -> Any:
-        """Send one read plus the side commands in one pipeline; run fallbacks of failures."""
-        async with asyncio.timeout(self.op_timeout):
-            pipe = redis.pipeline(transaction=False)
-            pipe.execute_command(*cmd)
-            for side in also:
-                pipe.execute_command(*side.args)
-            results = await pipe.execute(raise_on_error=False)
+        """Send one read (if any) plus the side commands in one pipeline.
+
+        Side commands whose reply is an error run their fallbacks; replies go to on_result.
+        """
+        connected = False
+        try:
+            async with asyncio.timeout(self.op_timeout):
+                pipe = redis.pipeline(transaction=False)
+                if cmd is not None:
+                    pipe.execute_command(*cmd)
+                for side in also:
+                    pipe.execute_command(*side.args)
+                # Take (and connect) the connection first: a failure up to here means nothing
+                # was sent, so side commands can safely be replayed through their fallbacks.
+                pipe.connection = await redis.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+                connected = True
+                results = await pipe.execute(raise_on_error=False)
+        except _REDIS_ERRORS as exc:
+            if not connected:
+                raise _NotSent(f"{type(exc).__name__}: {exc}") from exc
+            raise
+        if cmd is None:
+            results = [None, *results]
         failed = []
         for side, reply in zip(also, results[1:], strict=True):
             if isinstance(reply, Exception):
@@ -305,7 +361,7 @@ class CacheAside:
         except _REDIS_ERRORS as exc:
             self._redis_failed(ns, exc)
             if also:
-                await self._run_fallbacks(also)
+                await self._side_failed(also, exc)
             return await self._load(key, ns, loader, ttl, codec, negative_ttl, lock, False)
         self.breaker.record_success()
         if data is not None:
@@ -393,7 +449,7 @@ class CacheAside:
                 self.breaker.record_success()
             except _REDIS_ERRORS as exc:
                 self._redis_failed(first_ns, exc)
-                await self._run_fallbacks(also)
+                await self._side_failed(also, exc)
         results: list[Any] = [None] * n
         pending: list[tuple[int, Awaitable[Any]]] = []
         bad: list[str] = []

@@ -46,7 +46,9 @@ async def upgrade(url: str, revision: str = "head") -> None:
     engine = create_async_engine(url, poolclass=None)
     try:
         async with engine.connect() as connection:
-            await connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+            await connection.execute(
+                text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID}
+            )
             await connection.commit()
             try:
                 log.info("migrations_started", target=revision)

@@ -86,7 +86,7 @@ class HoroscopeViewRepository:
 
     async def record_view(self, sign: Sign, date: dt.date) -> None:
         """Count one view on its own (one round trip; Postgres directly if Redis is down)."""
-        await self._ctx.cache.load_many([], also=[self.view_command(sign, date)])
+        await self._ctx.cache.send(self.view_command(sign, date))
 
     # ------------------------------------------------------------------ flushing
 

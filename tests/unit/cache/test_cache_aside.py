@@ -11,6 +11,7 @@ import fakeredis
 import msgspec
 import pytest
 from _cache_fakes import FakeClock, RoundTrips
+from prometheus_client import CollectorRegistry
 
 from cache import NOT_FOUND, CacheAside, CacheMetrics, CircuitBreaker, Codec, Load, SideCommand
 from cache.breaker import OPEN
@@ -458,3 +459,45 @@ async def test_healthy(cache: CacheAside, server: fakeredis.FakeServer) -> None:
 def test_invalid_jitter() -> None:
     with pytest.raises(ValueError):
         CacheAside(None, jitter=1.5)
+
+
+class _SentThenSilentPipe:
+    """A pipeline whose commands went out but whose reply never comes."""
+
+    connection: Any = None
+
+    def execute_command(self, *args: Any) -> None:
+        pass
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        await asyncio.sleep(10)
+        return []
+
+
+class _SentThenSilentRedis:
+    class connection_pool:
+        @staticmethod
+        async def get_connection() -> object:
+            return object()
+
+    def pipeline(self, transaction: bool = True) -> _SentThenSilentPipe:
+        return _SentThenSilentPipe()
+
+    def register_script(self, script: str) -> Any:
+        return None
+
+
+async def test_side_command_timed_out_after_sending_is_not_replayed() -> None:
+    """A timeout after the pipeline went out is ambiguous: replaying could double count."""
+    metrics = CacheMetrics(CollectorRegistry())
+    cache = CacheAside(_SentThenSilentRedis(), metrics=metrics, op_timeout=0.05)  # type: ignore[arg-type]
+    replayed: list[int] = []
+
+    async def fb() -> None:
+        replayed.append(1)
+
+    also = [SideCommand(("HINCRBY", "t:v1:views", "a", 1), fb)]
+    assert await cache.get_or_load(KEY, counting_loader(7), ttl=60, codec=INT, also=also) == 7
+    await cache.send(*also)
+    assert replayed == []
+    assert metrics.snapshot()["views"]["side_unknown"] == 2
