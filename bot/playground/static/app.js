@@ -88,7 +88,7 @@ function renderNodes(nodes, parent) {
 
 function timeOf(unix) {
   const d = new Date(unix * 1000);
-  return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
 }
 
 function keyboardOf(message) {
@@ -403,7 +403,7 @@ function closeInline() {
 
 function previewOf(message) {
   const text = plainText(message.photo ? message.caption : message.text).split("\n")[0];
-  return (message.photo ? "🖼 " : "") + (text || (message.photo ? "Photo" : ""));
+  return (message.photo ? "Photo · " : "") + (text || "");
 }
 
 function onEvent(event) {
@@ -519,7 +519,10 @@ function renderStats(stats) {
   $("cache-ratio").textContent =
     cache.hit_ratio === null || cache.hit_ratio === undefined ? "" : `· ${Math.round(cache.hit_ratio * 100)}% hits · breaker ${cache.breaker}`;
 
-  kvList("gen-list", stats.generations, "none yet");
+  const generation = {};
+  for (const [k, v] of Object.entries(stats.generations || {})) generation[`generated ${k}`] = v;
+  for (const [k, v] of Object.entries(stats.jobs || {})) generation[`job ${k}`] = v;
+  kvList("gen-list", generation, "nothing yet: precompute runs at start");
   kvList("upd-list", stats.updates, "none");
   kvList("push-list", stats.pushes, "none");
 
