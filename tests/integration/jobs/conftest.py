@@ -7,11 +7,16 @@ import datetime as dt
 from collections.abc import AsyncIterator
 
 import pytest
-from jobs_support import CountingGenerator, PinnedClock, make_deps, make_settings
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from jobs.deps import JobDeps
+from tests.integration.jobs.jobs_support import (
+    CountingGenerator,
+    PinnedClock,
+    make_deps,
+    make_settings,
+)
 
 
 @pytest.fixture

@@ -88,3 +88,62 @@ def make_deps(
         redis=redis,
         **kwargs,
     )
+
+
+def max_in_window(stamps: list[float], width: float = 1.0) -> int:
+    """The most stamps that fall in any half-open window [t, t + width)."""
+    stamps = sorted(stamps)
+    best, j = 0, 0
+    for i, t in enumerate(stamps):
+        while stamps[j] <= t - width:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+def scheduler_process(redis_url: str, database_url: str, prefix: str) -> None:
+    """One bot instance for the two-process test (a multiprocessing *spawn* target).
+
+    Builds the real scheduler, adds a probe job through the same JobRunner (so the same leader
+    lock), at the instant the parent publishes, then reports the probe's outcome in Redis.
+    """
+    asyncio.run(_scheduler_process(redis_url, database_url, prefix))
+
+
+async def _scheduler_process(redis_url: str, database_url: str, prefix: str) -> None:
+    from apscheduler.triggers.date import DateTrigger
+
+    from db.engine import create_engine, create_session_factory
+    from jobs.leader import JobRunner
+    from jobs.scheduler import create_scheduler
+
+    redis = Redis.from_url(redis_url)
+    engine = create_engine(database_url, pool_size=2, max_overflow=0)
+    try:
+        settings = make_settings(prefix)
+        deps = make_deps(settings, redis, create_session_factory(engine))
+        runner = JobRunner(redis, deps.keyspace, lease=5)
+        scheduler = create_scheduler(deps, runner=runner)
+        done = asyncio.Event()
+
+        async def probe() -> None:
+            await redis.incr(f"{prefix}:probe_runs")
+            await asyncio.sleep(2.0)  # still leading when the other instance fires
+
+        async def wrapped() -> None:
+            outcome = await runner.run("probe", probe)
+            await redis.rpush(f"{prefix}:outcomes", outcome.value)
+            done.set()
+
+        scheduler.start()
+        await redis.incr(f"{prefix}:ready")
+        while (raw := await redis.get(f"{prefix}:fire_at")) is None:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        fire_at = dt.datetime.fromtimestamp(float(raw), dt.UTC)
+        scheduler.add_job(wrapped, DateTrigger(run_date=fire_at), id="probe", name="probe")
+        await asyncio.wait_for(done.wait(), 30)
+        scheduler.shutdown(wait=False)
+        await asyncio.sleep(0)
+    finally:
+        await redis.aclose()
+        await engine.dispose()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
-from jobs_support import CountingGenerator, PinnedClock
 from sqlalchemy import func, select
 
 from db.models import Horoscope, HoroscopeView
@@ -14,6 +13,7 @@ from db.repositories.horoscopes import HoroscopeRepository
 from db.types import Lang, Sign
 from jobs.deps import JobDeps
 from jobs.precompute import run_precompute
+from tests.integration.jobs.jobs_support import CountingGenerator, PinnedClock
 
 D = dt.date(2026, 3, 10)
 
