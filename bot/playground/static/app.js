@@ -406,8 +406,13 @@ function previewOf(message) {
   return (message.photo ? "Photo · " : "") + (text || "");
 }
 
+let statsSoon = null;
+
 function onEvent(event) {
   const chatId = event.message ? event.message.chat_id : event.chat_id;
+  // The bot just did something: show what it cost without waiting for the next tick.
+  clearTimeout(statsSoon);
+  statsSoon = setTimeout(refreshStats, 400);
   if (event.type === "message" || event.type === "edit") {
     state.lastText.set(chatId, previewOf(event.message));
     if (chatId === state.current) {

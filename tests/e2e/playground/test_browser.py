@@ -4,7 +4,7 @@
 ``serve`` (build_app, getMe, commands, scheduler, long polling) on the run's Postgres and the
 shared Redis under this test's key prefix. A person's session is replayed in the browser:
 /start, the picture, a sign, the horoscope, Tomorrow (the same message edited), another user,
-inline mode. Screenshots go to tests/artifacts/playground/ and the final one to
+inline mode. Screenshots go to tests/artifacts/playground/ and the inline-mode one also to
 docs/screenshots/playground.png.
 """
 
@@ -217,7 +217,11 @@ async def test_playground_in_a_browser(playground: Running) -> None:
         result = page.locator(".inline-result").first
         await expect(result).to_be_visible(timeout=STEP)
         await expect(result).to_contain_text(leo_en.split(" ", 1)[1])
+        await page.wait_for_timeout(2300)  # one stats refresh, so the panel is current
         await shot(page, "05-inline")
+        # The picture for docs/: a chat with the bot's photo, inline results and the panel.
+        DOC_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(DOC_SCREENSHOT))
         await result.click()
         via = page.locator(".msg.out").filter(has=page.locator(".via")).last
         await expect(via).to_contain_text(f"via @{PLAYGROUND_BOT_USERNAME}")
@@ -230,9 +234,6 @@ async def test_playground_in_a_browser(playground: Running) -> None:
         await expect(page.locator(".msg.in").filter(has_text=ru.tomorrow).last).to_be_visible()
         await page.locator(".user-item", has_text="Ben (en)").click()
         await expect(via).to_be_visible()
-        await page.wait_for_timeout(2300)  # one stats refresh, for the picture
         await shot(page, "06-final")
-        DOC_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        await page.screenshot(path=str(DOC_SCREENSHOT))
 
         assert page.errors == [], page.errors  # type: ignore[attr-defined]
