@@ -71,9 +71,12 @@ class Running:
 
 @pytest.fixture
 async def playground(
-    database_url: str, redis_url: str, key_prefix: str, tmp_path: Path
+    database_url: str, redis_url: str, key_prefix: str, redis: Any, tmp_path: Path
 ) -> AsyncIterator[Running]:
-    """The playground and the real bot, as `make run` without BOT_TOKEN starts them."""
+    """The playground and the real bot, as `make run` without BOT_TOKEN starts them.
+
+    ``redis`` is requested for its clean-up: it deletes this test's keys (``key_prefix``).
+    """
     from bot.runner import serve
     from bot.stores import open_stores
 
