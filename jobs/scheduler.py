@@ -28,7 +28,6 @@ from jobs.deps import JobDeps
 from jobs.leader import JobOutcome, JobRunner
 from jobs.maintenance import flush_last_seen, flush_views, warm_file_ids
 from jobs.precompute import PrecomputeReport, run_precompute
-from jobs.push import run_push
 
 __all__ = [
     "JOB_DEFAULTS",
@@ -60,6 +59,10 @@ def job_functions(deps: JobDeps) -> dict[str, Callable[[], Awaitable[Any]]]:
         return await flush_last_seen(deps)
 
     async def push() -> Any:
+        # Imported here: jobs.push needs aiogram, whose import costs seconds, and a process
+        # without a Bot (the CLI, a worker that only flushes) never runs the push.
+        from jobs.push import run_push
+
         return await run_push(deps)
 
     async def warm() -> int:
