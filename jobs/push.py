@@ -282,8 +282,8 @@ async def run_push(
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
-        for task in run._texts.values():
-            task.cancel()
+        for text_task in run._texts.values():
+            text_task.cancel()
     if run.report.due:
         log.info("push_finished", **run.report.as_dict())
     return run.report
