@@ -12,6 +12,7 @@ of them run the same bot. Dependencies reach handlers through the Dispatcher's
 from __future__ import annotations
 
 import asyncio
+import random
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -71,6 +72,8 @@ class AppContext:
     redis: Redis | None
     now: Clock = utc_now
     errors: int = 0
+    #: picks the welcome picture; tests seed it
+    rng: random.Random = field(default_factory=random.Random)
     #: tasks handling an update right now (the runner waits for them at shutdown)
     inflight: set[asyncio.Task[Any]] = field(default_factory=set)
     extra: dict[str, Any] = field(default_factory=dict)

@@ -32,6 +32,8 @@ log = structlog.get_logger(__name__)
 
 #: How long shutdown waits for handlers that are still answering someone.
 HANDLER_GRACE = 10.0
+#: Updates handled at once; beyond this polling waits (back-pressure instead of a pile-up).
+MAX_CONCURRENT_UPDATES = 64
 
 COMMANDS: dict[Lang, list[tuple[str, str]]] = {
     Lang.RU: [
@@ -156,7 +158,12 @@ async def serve(settings: Settings, stores: Stores, stop: asyncio.Event) -> int:
         jobs = await _start_jobs(app, bot, stores)
         # Hook: the jobs/ scheduler runs from here (jobs.scheduler.start_jobs) until shutdown.
         polling = asyncio.create_task(
-            dp.start_polling(bot, handle_signals=False, close_bot_session=False)
+            dp.start_polling(
+                bot,
+                handle_signals=False,
+                close_bot_session=False,
+                tasks_concurrency_limit=MAX_CONCURRENT_UPDATES,
+            )
         )
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({polling, stopper}, return_when=asyncio.FIRST_COMPLETED)

@@ -21,6 +21,7 @@ from db.types import Lang
 
 if TYPE_CHECKING:
     from bot.app import AppContext
+    from bot.middlewares.uow import UnitOfWork
 
 __all__ = ["router"]
 
@@ -52,13 +53,19 @@ async def tomorrow(message: Message, bot: Bot, app: AppContext, user: UserData) 
 
 @router.message(F.text.func(lambda text: parse_sign(text) is not None))
 async def typed_sign(
-    message: Message, bot: Bot, app: AppContext, repos: Repositories, user: UserData
+    message: Message,
+    bot: Bot,
+    app: AppContext,
+    repos: Repositories,
+    user: UserData,
+    uow: UnitOfWork,
 ) -> None:
     """A sign name typed (or pasted from the keyboard) instead of pressed: take it."""
     sign = parse_sign(message.text)
     assert sign is not None
     if user.zodiac_sign is not sign:
         user = await repos.users.set_sign(user.id, sign)
+        await uow.commit()
     await app.horoscopes.send(bot, message.chat.id, user, sign, Day.TODAY)
 
 
@@ -114,8 +121,10 @@ async def toggle_push(
     repos: Repositories,
     user: UserData,
     t: Texts,
+    uow: UnitOfWork,
 ) -> None:
     user = await repos.users.set_push(user.id, not user.push_enabled)
+    await uow.commit()
     zone = user.timezone or app.settings.bot_timezone
     note = (
         t.push_now_on.format(hour=user.push_time.hour, tz=zone)

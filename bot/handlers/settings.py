@@ -26,6 +26,7 @@ from db.types import Lang
 
 if TYPE_CHECKING:
     from bot.app import AppContext
+    from bot.middlewares.uow import UnitOfWork
 
 __all__ = ["router"]
 
@@ -97,6 +98,7 @@ async def change_setting(
     repos: Repositories,
     user: UserData,
     t: Texts,
+    uow: UnitOfWork,
 ) -> None:
     setting, value = callback_data.setting, callback_data.value
     note: str | None = None
@@ -106,21 +108,25 @@ async def change_setting(
             await answer_callback(query, t.unknown_button)
             return
         user = await repos.users.set_lang(user.id, lang)
+        await uow.commit()
         note = TEXTS[lang].lang_saved
     elif setting is Setting.PUSH:
         user = await repos.users.set_push(user.id, value == "1")
+        await uow.commit()
         note = t.push_now_off if not user.push_enabled else None
     elif setting is Setting.HOUR:
         if not value.isdigit() or not 0 <= int(value) <= 23:
             await answer_callback(query, t.unknown_button)
             return
         user = await repos.users.set_push(user.id, True, dt.time(int(value)))
+        await uow.commit()
     elif setting is Setting.TZ:
         zone = parse_zone(value)
         if zone is None:
             await answer_callback(query, t.unknown_button)
             return
         user = await _set_zone(app, repos, user, zone)
+        await uow.commit()
         note = _zone_saved(app, user)
     if setting in (Setting.PUSH, Setting.HOUR) and user.push_enabled:
         t2 = texts(app.horoscopes.lang_for(user))
@@ -139,6 +145,7 @@ async def timezone_command(
     user: UserData,
     t: Texts,
     lang: Lang,
+    uow: UnitOfWork,
 ) -> None:
     value = (command.args or "").strip()
     if not value:
@@ -151,15 +158,22 @@ async def timezone_command(
         await with_retry(lambda: message.answer(text), what="tz_unknown")
         return
     user = await _set_zone(app, repos, user, zone)
+    await uow.commit()
     saved = _zone_saved(app, user)
     await with_retry(lambda: message.answer(saved), what="tz_saved")
 
 
 @router.message(F.text.func(parse_zone).as_("zone"))
 async def typed_zone(
-    message: Message, zone: str, app: AppContext, repos: Repositories, user: UserData
+    message: Message,
+    zone: str,
+    app: AppContext,
+    repos: Repositories,
+    user: UserData,
+    uow: UnitOfWork,
 ) -> None:
     user = await _set_zone(app, repos, user, zone)
+    await uow.commit()
     saved = _zone_saved(app, user)
     await with_retry(lambda: message.answer(saved), what="tz_saved")
 
@@ -172,12 +186,14 @@ async def hour_command(
     repos: Repositories,
     user: UserData,
     t: Texts,
+    uow: UnitOfWork,
 ) -> None:
     value = (command.args or "").strip().removesuffix(":00")
     if not value.isdigit() or not 0 <= int(value) <= 23:
         await with_retry(lambda: message.answer(t.hour_usage), what="hour_usage")
         return
     user = await repos.users.set_push(user.id, True, dt.time(int(value)))
+    await uow.commit()
     text = t.hour_saved.format(hour=user.push_time.hour, tz=escape(_zone(app, user)))
     await with_retry(lambda: message.answer(text), what="hour_saved")
 
@@ -189,6 +205,7 @@ async def lang_command(
     app: AppContext,
     repos: Repositories,
     user: UserData,
+    uow: UnitOfWork,
 ) -> None:
     lang = Lang.parse(command.args)
     if lang is None or lang not in app.settings.enabled_langs:
@@ -196,4 +213,5 @@ async def lang_command(
         await with_retry(lambda: message.answer(text, reply_markup=markup), what="settings")
         return
     user = await repos.users.set_lang(user.id, lang)
+    await uow.commit()
     await with_retry(lambda: message.answer(TEXTS[lang].lang_saved), what="lang_saved")

@@ -20,6 +20,7 @@ from db.types import Lang, Sign
 
 if TYPE_CHECKING:
     from bot.app import AppContext
+    from bot.middlewares.uow import UnitOfWork
 
 __all__ = ["router"]
 
@@ -40,12 +41,14 @@ async def start(
     user: UserData,
     t: Texts,
     lang: Lang,
+    uow: UnitOfWork,
 ) -> None:
     payload = (command.args or "").strip()
     sign = parse_sign(payload.replace("_", " ")) if payload else None
     if sign is not None:
         if user.zodiac_sign is not sign:
             user = await repos.users.set_sign(user.id, sign)
+            await uow.commit()
         await app.horoscopes.send(bot, message.chat.id, user, sign, Day.TODAY)
         return
     if payload:
@@ -60,7 +63,7 @@ async def start(
     if payload:
         caption = f"{caption}\n\n{t.unknown_start_payload}"
         markup = markup or sign_keyboard(lang)
-    asset = app.images.random_asset(COSMIC)
+    asset = app.images.random_asset(COSMIC, app.rng)
     if asset is None:  # no pictures installed: still greet
         await with_retry(lambda: message.answer(caption, reply_markup=markup), what="welcome")
         return
@@ -94,10 +97,12 @@ async def chose_sign(
     user: UserData,
     t: Texts,
     lang: Lang,
+    uow: UnitOfWork,
 ) -> None:
     sign: Sign = callback_data.sign
     if user.zodiac_sign is not sign:
         user = await repos.users.set_sign(user.id, sign)
+        await uow.commit()
     message = accessible(query.message)
     if message is not None and message.photo:
         # The welcome picture carried the keyboard: it becomes the horoscope.
@@ -113,3 +118,10 @@ async def chose_sign(
                     raise
         await app.horoscopes.send(bot, chat_id_of(query), user, sign, Day.TODAY)
     await answer_callback(query)
+
+
+@router.message(Command("help"))
+async def help_command(message: Message, bot: Bot, t: Texts) -> None:
+    me = await bot.me()  # cached by aiogram after the first call
+    text = t.help.format(bot=escape(me.username or "bot"))
+    await with_retry(lambda: message.answer(text), what="help")

@@ -6,6 +6,10 @@ commit when the session actually began a transaction, rollback on error, and onl
 successful commit delete the cache entries the transaction made stale
 (``flush_invalidations``): deleting before the commit would let a concurrent reader put the
 old row back.
+
+Handlers that write and then talk to Telegram or load other data call ``await uow.commit()``
+in between: an open transaction pins a pooled connection, and a burst of updates each pinning
+one while waiting for a shared load (which needs a connection of its own) would drain the pool.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiogram import BaseMiddleware
 from aiogram.types import TelegramObject
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from cache import flush_invalidations
 from db.repositories import Repositories
@@ -22,7 +27,26 @@ from db.repositories import Repositories
 if TYPE_CHECKING:
     from bot.app import AppContext
 
-__all__ = ["UnitOfWorkMiddleware"]
+__all__ = ["UnitOfWork", "UnitOfWorkMiddleware"]
+
+
+class UnitOfWork:
+    """The update's session plus "commit now" for handlers (``uow`` in handler kwargs)."""
+
+    __slots__ = ("session",)
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def commit(self) -> None:
+        """Commit what was written so far (if anything), then drop the stale cache entries."""
+        if self.session.in_transaction():
+            await self.session.commit()
+            await flush_invalidations(self.session)
+
+    async def rollback(self) -> None:
+        if self.session.in_transaction():
+            await self.session.rollback()
 
 
 class UnitOfWorkMiddleware(BaseMiddleware):
@@ -37,17 +61,16 @@ class UnitOfWorkMiddleware(BaseMiddleware):
     ) -> Any:
         app = self.app
         session = app.session_factory()
+        uow = UnitOfWork(session)
         data["session"] = session
+        data["uow"] = uow
         data["repos"] = Repositories(session, app.data, app.generator)
         try:
             result = await handler(event, data)
-            if session.in_transaction():
-                await session.commit()
-                await flush_invalidations(session)
+            await uow.commit()
             return result
         except BaseException:
-            if session.in_transaction():
-                await session.rollback()
+            await uow.rollback()
             raise
         finally:
             await session.close()

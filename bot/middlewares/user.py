@@ -77,6 +77,11 @@ class UserMiddleware(BaseMiddleware):
             if throttled:
                 decision = await self.app.throttle.check(tg_user.id)
             user, _created = await users.get_or_create_from_telegram(tg_user)
+        # A new or changed user was written: commit now, so the update does not pin a pooled
+        # connection for the rest of its handling (see UnitOfWork).
+        uow = data.get("uow")
+        if uow is not None:
+            await uow.commit()
         data["user"] = user
         lang = self.app.horoscopes.lang_for(user)
         data["lang"] = lang

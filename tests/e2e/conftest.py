@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any
@@ -65,6 +66,8 @@ class Harness:
         self.task: asyncio.Task[None] | None = None
         self.finished: dict[int, asyncio.Event] = {}
         self.errors_total = 0
+        #: seeds the welcome-picture choice, so a restarted bot picks the same pictures
+        self.seed = 1
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -87,6 +90,7 @@ class Harness:
         self.bot, self.dp, self.app = build_app(
             self.settings, self.stores, now=self.clock, generator=self.generator, **build
         )
+        self.app.rng = random.Random(self.seed)
         original = self.dp.feed_update
 
         async def feed_update(bot: Bot, update: Update, **kwargs: Any) -> Any:
