@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import datetime as dt
+import random
 from collections.abc import AsyncIterator
 from typing import Any
 
