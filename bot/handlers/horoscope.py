@@ -15,9 +15,9 @@ from bot.handlers.common import RouterFactory, accessible, answer_callback, chat
 from bot.keyboards import sign_keyboard
 from bot.services.telegram import is_harmless, with_retry
 from bot.texts import Texts, texts, visible_header
-from bot.zodiac import parse_sign
+from bot.zodiac import parse_sign, sign_label
 from db.repositories import Repositories, UserData
-from db.types import Lang
+from db.types import Lang, Sign
 
 if TYPE_CHECKING:
     from bot.app import AppContext
@@ -69,6 +69,14 @@ async def typed_sign(
     await app.horoscopes.send(bot, message.chat.id, user, sign, Day.TODAY)
 
 
+_TITLES = tuple(sign_label(sign, lang) for sign in Sign for lang in Lang)
+
+
+def _is_horoscope_text(message: Message) -> bool:
+    """The text follow-up of a long horoscope (starts with a sign's title)."""
+    return bool(message.text) and message.text.startswith(_TITLES)  # type: ignore[union-attr]
+
+
 def _already_shown(message: Message, expected: str) -> bool:
     shown = message.caption if message.photo else message.text
     return bool(shown) and shown.startswith(expected)  # type: ignore[union-attr]
@@ -90,6 +98,11 @@ async def switch_day(
         # A button from a message Telegram no longer shows us: send a fresh one.
         await app.horoscopes.send(bot, chat_id_of(query), user, sign, day)
         await answer_callback(query, t.outdated_button)
+        return
+    if not message.photo and not _is_horoscope_text(message):
+        # Buttons pasted under something else (or forged): show the horoscope as a new message.
+        await app.horoscopes.send(bot, chat_id_of(query), user, sign, day)
+        await answer_callback(query)
         return
     date: dt.date = app.horoscopes.date_for(user, day)
     word = t.today if day is Day.TODAY else t.tomorrow

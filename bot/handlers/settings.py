@@ -11,15 +11,15 @@ import datetime as dt
 from typing import TYPE_CHECKING
 
 import structlog
-from aiogram import F
+from aiogram import Bot, F
 from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 
 from bot.callbacks import MenuAction, MenuCB, SetCB, Setting
-from bot.handlers.common import RouterFactory, accessible, answer_callback
+from bot.handlers.common import RouterFactory, accessible, answer_callback, chat_id_of
 from bot.keyboards import settings_keyboard, timezone_keyboard
 from bot.services.clock import local_now, parse_zone
-from bot.services.telegram import is_harmless, with_retry
+from bot.services.telegram import is_harmless, is_not_modified, with_retry
 from bot.texts import TEXTS, Texts, escape, texts
 from db.repositories import Repositories, UserData
 from db.types import Lang
@@ -48,14 +48,21 @@ def settings_view(app: AppContext, user: UserData) -> tuple[str, InlineKeyboardM
     return text, settings_keyboard(lang, user.push_enabled, hour)
 
 
-async def _edit(message: Message | None, text: str, markup: InlineKeyboardMarkup) -> None:
-    if message is None:
-        return
-    try:
-        await with_retry(lambda: message.edit_text(text, reply_markup=markup), what="settings")
-    except Exception as exc:
-        if not is_harmless(exc):
-            raise
+async def _edit(
+    bot: Bot, chat_id: int, message: Message | None, text: str, markup: InlineKeyboardMarkup
+) -> None:
+    """Show a settings view in place of a text message, or as a new message under a picture
+    (a caption is not the place for settings) or when the old message is gone."""
+    if message is not None and message.text is not None:
+        try:
+            await with_retry(lambda: message.edit_text(text, reply_markup=markup), what="settings")
+            return
+        except Exception as exc:
+            if not is_harmless(exc):
+                raise
+            if is_not_modified(exc):
+                return
+    await with_retry(lambda: bot.send_message(chat_id, text, reply_markup=markup), what="settings")
 
 
 @router.message(Command("settings"))
@@ -65,17 +72,23 @@ async def settings_command(message: Message, app: AppContext, user: UserData) ->
 
 
 @router.callback_query(MenuCB.filter(F.action == MenuAction.SETTINGS))
-async def settings_back(query: CallbackQuery, app: AppContext, user: UserData) -> None:
+async def settings_back(query: CallbackQuery, bot: Bot, app: AppContext, user: UserData) -> None:
     text, markup = settings_view(app, user)
-    await _edit(accessible(query.message), text, markup)
+    await _edit(bot, chat_id_of(query), accessible(query.message), text, markup)
     await answer_callback(query)
 
 
 @router.callback_query(MenuCB.filter(F.action == MenuAction.TIMEZONES))
 async def timezones(
-    query: CallbackQuery, app: AppContext, user: UserData, t: Texts, lang: Lang
+    query: CallbackQuery, bot: Bot, app: AppContext, user: UserData, t: Texts, lang: Lang
 ) -> None:
-    await _edit(accessible(query.message), t.tz_choose, timezone_keyboard(lang, _zone(app, user)))
+    await _edit(
+        bot,
+        chat_id_of(query),
+        accessible(query.message),
+        t.tz_choose,
+        timezone_keyboard(lang, _zone(app, user)),
+    )
     await answer_callback(query)
 
 
@@ -94,6 +107,7 @@ def _zone_saved(app: AppContext, user: UserData) -> str:
 async def change_setting(
     query: CallbackQuery,
     callback_data: SetCB,
+    bot: Bot,
     app: AppContext,
     repos: Repositories,
     user: UserData,
@@ -132,7 +146,7 @@ async def change_setting(
         t2 = texts(app.horoscopes.lang_for(user))
         note = t2.push_now_on.format(hour=user.push_time.hour, tz=_zone(app, user))
     text, markup = settings_view(app, user)
-    await _edit(accessible(query.message), text, markup)
+    await _edit(bot, chat_id_of(query), accessible(query.message), text, markup)
     await answer_callback(query, note[:200] if note else None)
 
 

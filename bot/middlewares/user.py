@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -35,6 +36,41 @@ __all__ = ["UserMiddleware"]
 log = structlog.get_logger(__name__)
 
 THROTTLED_TYPES = frozenset({"message", "callback_query", "edited_message"})
+
+
+@dataclass(frozen=True, slots=True)
+class CleanProfile:
+    """The Telegram user as stored: NUL characters removed, lengths capped to the columns.
+
+    Postgres text cannot hold U+0000 and Telegram's own limits are not a promise a database
+    should rely on; cleaning here keeps one odd profile from failing every update of its user.
+    """
+
+    id: int
+    is_bot: bool
+    first_name: str
+    last_name: str | None
+    username: str | None
+    language_code: str | None
+    is_premium: bool | None
+
+    @classmethod
+    def of(cls, user: User) -> CleanProfile:
+        return cls(
+            id=user.id,
+            is_bot=user.is_bot,
+            first_name=_clean(user.first_name, 256) or "?",
+            last_name=_clean(user.last_name, 256),
+            username=_clean(user.username, 64),
+            language_code=_clean(user.language_code, 16),
+            is_premium=user.is_premium,
+        )
+
+
+def _clean(value: str | None, limit: int) -> str | None:
+    if value is None:
+        return None
+    return value.replace("\x00", "")[:limit]
 
 
 def _repository_takes_also() -> bool:
@@ -67,16 +103,17 @@ class UserMiddleware(BaseMiddleware):
         throttled = kind in THROTTLED_TYPES
         decision = Decision.ALLOW
         users = repos.users
+        profile = CleanProfile.of(tg_user)
         if throttled and self.piggyback:
             probe = self.app.throttle.probe(tg_user.id)
             user, _created = await users.get_or_create_from_telegram(  # type: ignore[call-arg]
-                tg_user, also=probe.commands
+                profile, also=probe.commands
             )
             decision = probe.decision
         else:
             if throttled:
                 decision = await self.app.throttle.check(tg_user.id)
-            user, _created = await users.get_or_create_from_telegram(tg_user)
+            user, _created = await users.get_or_create_from_telegram(profile)
         # A new or changed user was written: commit now, so the update does not pin a pooled
         # connection for the rest of its handling (see UnitOfWork).
         uow = data.get("uow")
