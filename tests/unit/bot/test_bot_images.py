@@ -1,0 +1,125 @@
+"""The image sender with a fake Bot and an in-memory file_id store: upload once, reuse,
+fallback on a rejected file_id, concurrent first sends upload once."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aiogram.exceptions import TelegramBadRequest
+from aiogram.methods import SendPhoto
+from aiogram.types import FSInputFile
+
+from bot.services.images import ImageSender
+from db.repositories.values import FileRef
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.refs: dict[tuple[int, str], FileRef] = {}
+        self.forgotten = 0
+
+    async def get(self, bot_id: int, asset_key: str, content_sha256: str) -> FileRef | None:
+        ref = self.refs.get((bot_id, asset_key))
+        return ref if ref is not None and ref.content_sha256 == content_sha256 else None
+
+    async def save(self, bot_id: int, asset_key: str, ref: FileRef) -> None:
+        self.refs[(bot_id, asset_key)] = ref
+
+    async def forget(self, bot_id: int, asset_key: str) -> None:
+        self.forgotten += 1
+        self.refs.pop((bot_id, asset_key), None)
+
+
+class FakeBot:
+    id = 42
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.uploads = 0
+        self.by_id = 0
+        self.valid: set[str] = set()
+        self.delay = delay
+
+    async def send_photo(self, chat_id: int, photo: Any, **_: Any) -> Any:
+        await asyncio.sleep(self.delay)
+        if isinstance(photo, FSInputFile):
+            self.uploads += 1
+            file_id = f"F{self.uploads}"
+            self.valid.add(file_id)
+        else:
+            if photo not in self.valid:
+                raise TelegramBadRequest(
+                    SendPhoto(chat_id=chat_id, photo=photo),
+                    "Bad Request: wrong file identifier/HTTP URL specified",
+                )
+            self.by_id += 1
+            file_id = photo
+        sizes = [
+            SimpleNamespace(
+                file_id=f"{file_id}-small", file_unique_id="s", width=90, height=90, file_size=1
+            ),
+            SimpleNamespace(
+                file_id=file_id, file_unique_id="u", width=800, height=800, file_size=9
+            ),
+        ]
+        from aiogram.types import Message
+
+        return Message.model_construct(message_id=1, photo=sizes)
+
+
+@pytest.fixture
+def assets(tmp_path: Path) -> Path:
+    (tmp_path / "signs").mkdir()
+    for name in ("leo", "aries"):
+        (tmp_path / "signs" / f"{name}.jpg").write_bytes(name.encode() * 10)
+    return tmp_path
+
+
+async def test_upload_once_then_by_file_id(assets: Path) -> None:
+    store, bot = MemoryStore(), FakeBot()
+    sender = ImageSender(store, assets_dir=assets)
+    first = await sender.send_photo(bot, 1, "signs/leo.jpg")  # type: ignore[arg-type]
+    second = await sender.send_photo(bot, 1, "signs/leo.jpg")  # type: ignore[arg-type]
+    assert (first.method, second.method) == ("upload", "file_id")
+    assert bot.uploads == 1
+    assert store.refs[(42, "signs/leo.jpg")].file_id == "F1"  # the largest size
+
+
+async def test_rejected_file_id_is_forgotten_and_uploaded_again(assets: Path) -> None:
+    store, bot = MemoryStore(), FakeBot()
+    sender = ImageSender(store, assets_dir=assets)
+    await sender.send_photo(bot, 1, "signs/leo.jpg")  # type: ignore[arg-type]
+    bot.valid.clear()  # Telegram forgot everything
+    sent = await sender.send_photo(bot, 1, "signs/leo.jpg")  # type: ignore[arg-type]
+    assert sent.method == "upload"
+    assert (bot.uploads, store.forgotten) == (2, 1)
+
+
+async def test_changed_file_counts_as_new(assets: Path) -> None:
+    store, bot = MemoryStore(), FakeBot()
+    sender = ImageSender(store, assets_dir=assets)
+    await sender.send_photo(bot, 1, "signs/leo.jpg")  # type: ignore[arg-type]
+    (assets / "signs" / "leo.jpg").write_bytes(b"new picture")
+    fresh = ImageSender(store, assets_dir=assets)  # a new process: hashes recomputed
+    assert (await fresh.send_photo(bot, 1, "signs/leo.jpg")).method == "upload"  # type: ignore[arg-type]
+
+
+async def test_concurrent_first_sends_upload_once(assets: Path) -> None:
+    store, bot = MemoryStore(), FakeBot(delay=0.02)
+    sender = ImageSender(store, assets_dir=assets)
+    results = await asyncio.gather(
+        *(sender.send_photo(bot, i, "signs/aries.jpg") for i in range(10))  # type: ignore[arg-type]
+    )
+    assert bot.uploads == 1
+    assert sorted(r.method for r in results) == ["file_id"] * 9 + ["upload"]
+
+
+def test_asset_paths_stay_inside(assets: Path) -> None:
+    sender = ImageSender(MemoryStore(), assets_dir=assets)
+    with pytest.raises(ValueError):
+        sender.path("../etc/passwd")
+    assert not sender.exists("../../x.jpg")
+    assert sender.assets("signs") == ("signs/aries.jpg", "signs/leo.jpg")
