@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import structlog
 from aiogram import Router
@@ -13,6 +14,8 @@ from bot.services.telegram import is_harmless, with_retry
 __all__ = ["RouterFactory", "accessible", "answer_callback", "chat_id_of"]
 
 log = structlog.get_logger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 async def answer_callback(query: CallbackQuery, text: str | None = None) -> None:
@@ -55,29 +58,29 @@ class RouterFactory:
         self.name = name
         self._registrations: list[tuple[str, tuple[Any, ...], dict[str, Any], Any]] = []
 
-    def _register(self, observer: str, *filters: Any, **kwargs: Any) -> Any:
-        def decorator(callback: Any) -> Any:
+    def _register(self, observer: str, *filters: Any, **kwargs: Any) -> Callable[[F], F]:
+        def decorator(callback: F) -> F:
             self._registrations.append((observer, filters, kwargs, callback))
             return callback
 
         return decorator
 
-    def message(self, *filters: Any, **kwargs: Any) -> Any:
+    def message(self, *filters: Any, **kwargs: Any) -> Callable[[F], F]:
         return self._register("message", *filters, **kwargs)
 
-    def callback_query(self, *filters: Any, **kwargs: Any) -> Any:
+    def callback_query(self, *filters: Any, **kwargs: Any) -> Callable[[F], F]:
         return self._register("callback_query", *filters, **kwargs)
 
-    def inline_query(self, *filters: Any, **kwargs: Any) -> Any:
+    def inline_query(self, *filters: Any, **kwargs: Any) -> Callable[[F], F]:
         return self._register("inline_query", *filters, **kwargs)
 
-    def chosen_inline_result(self, *filters: Any, **kwargs: Any) -> Any:
+    def chosen_inline_result(self, *filters: Any, **kwargs: Any) -> Callable[[F], F]:
         return self._register("chosen_inline_result", *filters, **kwargs)
 
-    def my_chat_member(self, *filters: Any, **kwargs: Any) -> Any:
+    def my_chat_member(self, *filters: Any, **kwargs: Any) -> Callable[[F], F]:
         return self._register("my_chat_member", *filters, **kwargs)
 
-    def errors(self, *filters: Any, **kwargs: Any) -> Any:
+    def errors(self, *filters: Any, **kwargs: Any) -> Callable[[F], F]:
         return self._register("errors", *filters, **kwargs)
 
     def build(self) -> Router:

@@ -58,7 +58,7 @@ class ThrottleProbe:
         self.decision = Decision.ALLOW
         init = SideCommand(("SET", key, b"0", "NX", "PX", window_ms))
         if supports_on_result:
-            incr = SideCommand(("INCR", key), on_result=self._on_result)  # type: ignore[call-arg]
+            incr = SideCommand(("INCR", key), on_result=self._on_result)
         else:
             incr = SideCommand(("INCR", key))
         self.commands: tuple[SideCommand, ...] = (init, incr)
