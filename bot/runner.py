@@ -1,5 +1,8 @@
 """The `run` command: stores, app, jobs and the metrics server, then polling until a signal.
 
+Without BOT_TOKEN, `run` starts the playground (bot/playground/) and serves the same bot
+against its local Bot API.
+
 Order of start-up: settings checked -> stores opened (migrations) -> app built -> metrics/health
 server -> Telegram: getMe, deleteWebhook, setMyCommands -> scheduler (warm file_ids first) ->
 polling. Shutdown on SIGINT/SIGTERM is the reverse: stop polling (no new updates), wait for
@@ -191,22 +194,28 @@ async def serve(settings: Settings, stores: Stores, stop: asyncio.Event) -> int:
 
 
 async def run(settings: Settings) -> int:
-    if settings.bot_token is None:
-        # Hook: the tokenless "playground" (a local Bot API double plus a chat UI) starts here
-        # once it exists. Until then, do not pretend to serve Telegram.
-        log.error(
-            "no_bot_token",
-            hint="set BOT_TOKEN (or BOT_TOKEN_FILE) to run the bot; a tokenless playground "
-            "mode is not available yet",
-        )
-        return 2
+    """Run until SIGINT/SIGTERM. Without BOT_TOKEN: the local playground (bot/playground/),
+    i.e. the same bot against a local Bot API double with a web chat."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+
+    async def run_bot(bot_settings: Settings) -> int:
+        async with open_stores(bot_settings) as stores:
+            return await serve(bot_settings, stores, stop)
+
     try:
-        async with open_stores(settings) as stores:
-            return await serve(settings, stores, stop)
+        if settings.bot_token is None:
+            # Hook: tokenless runs start the playground, which hands run_bot a local token and
+            # the double's URL. Without the playground package, do not pretend to serve.
+            if importlib.util.find_spec("bot.playground") is None:
+                log.error("no_bot_token", hint="set BOT_TOKEN (or BOT_TOKEN_FILE) to run the bot")
+                return 2
+            from bot.playground import run_playground
+
+            return await run_playground(settings, run_bot)
+        return await run_bot(settings)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

@@ -89,10 +89,19 @@ async def test_conflict_is_logged_clearly(
         await stores.engine.dispose()
 
 
-async def test_run_without_token_refuses(settings_factory) -> None:  # type: ignore[no-untyped-def]
-    settings = settings_factory(bot_token=None)
-    with capture_logs() as logs:
-        code = await run(settings)
-    assert code != 0
-    assert any(entry["event"] == "no_bot_token" for entry in logs)
+async def test_run_without_token_starts_the_playground(
+    settings_factory,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    import bot.playground
+
+    seen: list[object] = []
+
+    async def fake_playground(settings: object, run_bot: object, **_: object) -> int:
+        seen.append(run_bot)
+        return 0
+
+    monkeypatch.setattr(bot.playground, "run_playground", fake_playground)
+    assert await run(settings_factory(bot_token=None)) == 0
+    assert len(seen) == 1 and callable(seen[0])
     logging.getLogger(__name__).debug("ok")
