@@ -14,7 +14,8 @@ must be counted) and chat-member changes are never throttled.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,9 @@ from bot.middlewares.context import set_outcome
 from bot.services.telegram import is_harmless
 from bot.services.throttle import Decision
 from bot.texts import texts
-from db.repositories import Repositories, UserRepository
+from cache import SideCommand
+from db.repositories import Repositories, UserData, UserRepository
+from db.repositories import users as _users
 
 if TYPE_CHECKING:
     from bot.app import AppContext
@@ -73,6 +76,27 @@ def _clean(value: str | None, limit: int) -> str | None:
     return value.replace("\x00", "")[:limit]
 
 
+class _PiggybackUsers(UserRepository):
+    """Interim shim until ``UserRepository.get_or_create_from_telegram`` takes ``also=``.
+
+    The warm path is the repository's own (one GET + the last-seen HSET), with the throttle's
+    commands added to the same pipeline; a new or changed user falls through to the
+    repository's method (one more round trip, on the cold path only). Delete when the
+    repository grows the parameter: ``_repository_takes_also`` then routes around this.
+    """
+
+    async def get_or_create_piggyback(
+        self, tg_user: CleanProfile, also: Sequence[SideCommand]
+    ) -> tuple[UserData, bool]:
+        stamp = time.time()
+        data = await self._cached(
+            tg_user.id, also=(self.last_seen_command(tg_user.id, stamp), *also)
+        )
+        if data is not None and not _users._profile_changed(data, _users._profile(tg_user)):
+            return data, False
+        return await self.get_or_create_from_telegram(tg_user, seen_at=stamp)
+
+
 def _repository_takes_also() -> bool:
     try:
         params = inspect.signature(UserRepository.get_or_create_from_telegram).parameters
@@ -109,6 +133,11 @@ class UserMiddleware(BaseMiddleware):
             user, _created = await users.get_or_create_from_telegram(  # type: ignore[call-arg]
                 profile, also=probe.commands
             )
+            decision = probe.decision
+        elif throttled and self.app.throttle.piggyback:
+            probe = self.app.throttle.probe(tg_user.id)
+            shim = _PiggybackUsers(repos.session, self.app.data)
+            user, _created = await shim.get_or_create_piggyback(profile, probe.commands)
             decision = probe.decision
         else:
             if throttled:

@@ -4,7 +4,6 @@ Hypothesis-generated barrage of random updates."""
 from __future__ import annotations
 
 import asyncio
-import inspect
 from typing import Any
 
 import pytest
@@ -14,7 +13,6 @@ from sqlalchemy import event
 
 from bot.callbacks import Day, DayCB, MenuAction, MenuCB, Setting, SignCB
 from bot.metrics import REGISTRY
-from db.repositories import UserRepository
 from db.types import Sign
 from tests.conftest import SQLCounter
 from tests.e2e.conftest import ADMIN, Harness
@@ -23,11 +21,6 @@ from tests.helpers import RedisRoundTripCounter
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
 ANN = 801
-
-
-def _piggyback(h: Harness) -> bool:
-    params = inspect.signature(UserRepository.get_or_create_from_telegram).parameters
-    return h.app.throttle.piggyback and "also" in params
 
 
 async def test_warm_today_costs_no_sql_and_at_most_two_redis_trips(harness: Harness) -> None:
@@ -54,9 +47,9 @@ async def test_warm_today_costs_no_sql_and_at_most_two_redis_trips(harness: Harn
             trips.reset()
             sent = await h.say(ANN, "/today")
             assert sent and sent[0].photo
-            # user GET (+ last-seen HSET [+ throttle]) and MGET text + file_id (+ view HINCRBY)
-            budget = 2 if _piggyback(h) else 3  # 3 until SideCommand.on_result lands
-            assert trips.count <= budget, trips.trips
+            # [GET user, HSET last-seen, SET+INCR throttle], [MGET text + file_id, HINCRBY view]
+            assert trips.count <= 2, trips.trips
+            assert any(cmd[0] == "INCR" for cmd in trips.trips[0]), trips.trips
     finally:
         event.remove(sync_engine, "before_cursor_execute", on_execute)
         event.remove(sync_engine.pool, "checkout", on_checkout)
