@@ -26,14 +26,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import TELEGRAM_API_DEFAULT, Settings
 from bot.generation import build_generator
+from bot.generation.metered import metered
 from bot.handlers import routers
+from bot.metrics import REGISTRY
 from bot.middlewares import ContextMiddleware, UnitOfWorkMiddleware, UserMiddleware
 from bot.services.clock import Clock, utc_now
 from bot.services.horoscope import HoroscopeService
 from bot.services.images import ASSETS_DIR, ImageSender, RepositoryFileIds
 from bot.services.stats import StatsService
 from bot.services.throttle import Throttle
-from cache import CacheAside, CacheMetrics, KeySpace, default_metrics
+from cache import CacheAside, CacheMetrics, KeySpace
 from db.repositories.context import DataContext
 from db.types import HoroscopeGenerator
 
@@ -122,7 +124,8 @@ def build_app(
     redis: Redis | None = stores.redis if use_cache else None
     cache = CacheAside(
         redis,
-        metrics=metrics or default_metrics(),
+        # The app's registry: /metrics serves it, so cache events are scraped with the rest.
+        metrics=metrics or CacheMetrics(REGISTRY),
         op_timeout=max(settings.redis_socket_timeout, 0.05),
     )
     keyspace = KeySpace(settings.cache_prefix, settings.cache_schema_version)
@@ -137,6 +140,7 @@ def build_app(
             llm_model=settings.llm_model,
             llm_timeout=settings.llm_timeout,
         )
+    generator = metered(generator)
     clock = now or utc_now
     file_ids = RepositoryFileIds(data)
     images = ImageSender(

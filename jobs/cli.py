@@ -44,15 +44,18 @@ def summary_table(report: PrecomputeReport) -> Table:
 async def precompute_command(settings: Settings, *, start: dt.date | None, days: int) -> int:
     """Run precompute for the given dates with a progress bar; 0 when nothing failed, else 1."""
     from bot.generation import build_generator
+    from bot.generation.metered import metered
     from bot.stores import open_stores
 
     dates = command_dates(settings, start, days)
-    generator = build_generator(
-        settings.horoscope_generator,
-        llm_base_url=settings.llm_base_url,
-        llm_api_key=settings.llm_api_key,
-        llm_model=settings.llm_model,
-        llm_timeout=settings.llm_timeout,
+    generator = metered(
+        build_generator(
+            settings.horoscope_generator,
+            llm_base_url=settings.llm_base_url,
+            llm_api_key=settings.llm_api_key,
+            llm_model=settings.llm_model,
+            llm_timeout=settings.llm_timeout,
+        )
     )
     console = Console(stderr=True)
     async with open_stores(settings) as stores:
