@@ -2,9 +2,8 @@
 
 ``UserRepository.get_or_create_from_telegram`` returns the cached user (Redis GET, last-seen
 HSET in the same pipeline, no SQL for a known user whose profile did not change) or creates it
-in the update's unit of work. The throttle's two commands ride in that same pipeline when the
-repository and the cache engine support it (``also=`` and ``SideCommand.on_result``); until then
-the throttle is its own round trip (``Throttle.check``).
+in the update's unit of work. The throttle's two commands ride in that same pipeline (the
+repository's ``also=``); the INCR's reply reaches the throttle through ``SideCommand.on_result``.
 
 Throttled updates end here: the second update of a burst gets a polite notice, the rest are
 dropped. Inline queries (people type letter by letter), chosen inline results (a view that
@@ -13,9 +12,7 @@ must be counted) and chat-member changes are never throttled.
 
 from __future__ import annotations
 
-import inspect
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,9 +24,7 @@ from bot.middlewares.context import set_outcome
 from bot.services.telegram import is_harmless
 from bot.services.throttle import Decision
 from bot.texts import texts
-from cache import SideCommand
-from db.repositories import Repositories, UserData, UserRepository
-from db.repositories import users as _users
+from db.repositories import Repositories
 
 if TYPE_CHECKING:
     from bot.app import AppContext
@@ -76,39 +71,9 @@ def _clean(value: str | None, limit: int) -> str | None:
     return value.replace("\x00", "")[:limit]
 
 
-class _PiggybackUsers(UserRepository):
-    """Interim shim until ``UserRepository.get_or_create_from_telegram`` takes ``also=``.
-
-    The warm path is the repository's own (one GET + the last-seen HSET), with the throttle's
-    commands added to the same pipeline; a new or changed user falls through to the
-    repository's method (one more round trip, on the cold path only). Delete when the
-    repository grows the parameter: ``_repository_takes_also`` then routes around this.
-    """
-
-    async def get_or_create_piggyback(
-        self, tg_user: CleanProfile, also: Sequence[SideCommand]
-    ) -> tuple[UserData, bool]:
-        stamp = time.time()
-        data = await self._cached(
-            tg_user.id, also=(self.last_seen_command(tg_user.id, stamp), *also)
-        )
-        if data is not None and not _users._profile_changed(data, _users._profile(tg_user)):
-            return data, False
-        return await self.get_or_create_from_telegram(tg_user, seen_at=stamp)
-
-
-def _repository_takes_also() -> bool:
-    try:
-        params = inspect.signature(UserRepository.get_or_create_from_telegram).parameters
-    except (TypeError, ValueError):
-        return False
-    return "also" in params
-
-
 class UserMiddleware(BaseMiddleware):
     def __init__(self, app: AppContext) -> None:
         self.app = app
-        self.piggyback = app.throttle.piggyback and _repository_takes_also()
 
     async def __call__(
         self,
@@ -126,23 +91,15 @@ class UserMiddleware(BaseMiddleware):
         kind = event.event_type if isinstance(event, Update) else ""
         throttled = kind in THROTTLED_TYPES
         decision = Decision.ALLOW
-        users = repos.users
         profile = CleanProfile.of(tg_user)
-        if throttled and self.piggyback:
-            probe = self.app.throttle.probe(tg_user.id)
-            user, _created = await users.get_or_create_from_telegram(  # type: ignore[call-arg]
-                profile, also=probe.commands
-            )
+        # The throttle's SET + INCR ride in the user GET's pipeline; the INCR's reply (its
+        # on_result) sets probe.decision, which stays ALLOW when Redis did not answer.
+        probe = self.app.throttle.probe(tg_user.id) if throttled else None
+        user, _created = await repos.users.get_or_create_from_telegram(
+            profile, also=probe.commands if probe is not None else ()
+        )
+        if probe is not None:
             decision = probe.decision
-        elif throttled and self.app.throttle.piggyback:
-            probe = self.app.throttle.probe(tg_user.id)
-            shim = _PiggybackUsers(repos.session, self.app.data)
-            user, _created = await shim.get_or_create_piggyback(profile, probe.commands)
-            decision = probe.decision
-        else:
-            if throttled:
-                decision = await self.app.throttle.check(tg_user.id)
-            user, _created = await users.get_or_create_from_telegram(profile)
         # A new or changed user was written: commit now, so the update does not pin a pooled
         # connection for the rest of its handling (see UnitOfWork).
         uow = data.get("uow")

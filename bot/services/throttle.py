@@ -54,23 +54,16 @@ class ThrottleProbe:
 
     __slots__ = ("commands", "decision")
 
-    def __init__(self, key: str, window_ms: int, supports_on_result: bool) -> None:
+    def __init__(self, key: str, window_ms: int) -> None:
         self.decision = Decision.ALLOW
         init = SideCommand(("SET", key, b"0", "NX", "PX", window_ms))
-        if supports_on_result:
-            incr = SideCommand(("INCR", key), on_result=self._on_result)
-        else:
-            incr = SideCommand(("INCR", key))
+        incr = SideCommand(("INCR", key), on_result=self._on_result)
         self.commands: tuple[SideCommand, ...] = (init, incr)
 
     def _on_result(self, value: Any) -> None:
         if isinstance(value, BaseException):
             return
         self.decision = _decide(value)
-
-
-def side_command_supports_on_result() -> bool:
-    return "on_result" in getattr(SideCommand, "__dataclass_fields__", {})
 
 
 class Throttle:
@@ -83,14 +76,13 @@ class Throttle:
         self.op_timeout = op_timeout
         self.keys = keys
         self.window_ms = max(1, int(rate * 1000))
-        self.piggyback = side_command_supports_on_result()
 
     def key(self, user_id: int) -> str:
         return self.keys.key("throttle", user_id)
 
     def probe(self, user_id: int) -> ThrottleProbe:
         """Commands to send along another read; read ``probe.decision`` after it returned."""
-        return ThrottleProbe(self.key(user_id), self.window_ms, self.piggyback)
+        return ThrottleProbe(self.key(user_id), self.window_ms)
 
     def side_command(self, user_id: int) -> ThrottleProbe:
         """Alias kept for callers that think of it as "the side command for this user"."""

@@ -192,7 +192,11 @@ class UserRepository:
         return await self._cached(user_id)
 
     async def get_or_create_from_telegram(
-        self, tg_user: TelegramUserLike, *, seen_at: float | None = None
+        self,
+        tg_user: TelegramUserLike,
+        *,
+        seen_at: float | None = None,
+        also: Sequence[SideCommand] = (),
     ) -> tuple[UserData, bool]:
         """The user behind an update, created on first contact; ``(user, created)``.
 
@@ -201,9 +205,16 @@ class UserRepository:
         NOT_FOUND) deleted after the commit. The upsert (``ON CONFLICT (id) DO UPDATE``)
         means two concurrent first updates of one user cannot fail; ``created`` is true only
         for the one whose INSERT actually inserted the row (``xmax = 0``).
+
+        ``also``: more side commands (e.g. the throttle's SET + INCR) sent in the same
+        pipeline as the GET, after the last-seen HSET; each command's ``on_result`` gets its
+        reply and its ``fallback`` runs when it could not be sent, as for any side command.
+        They are sent exactly once, on the cold path too (the upsert adds no Redis trip).
         """
         stamp = time.time() if seen_at is None else seen_at
-        data = await self._cached(tg_user.id, also=(self.last_seen_command(tg_user.id, stamp),))
+        data = await self._cached(
+            tg_user.id, also=(self.last_seen_command(tg_user.id, stamp), *also)
+        )
         profile = _profile(tg_user)
         if data is not None and not _profile_changed(data, profile):
             return data, False

@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy import select, text
 
-from cache import CacheAside
+from cache import CacheAside, SideCommand
 from db.models import User
 from db.repositories import DataContext, UserNotFoundError, UserRepository
 from db.types import Lang, Sign
@@ -45,6 +45,65 @@ async def test_first_contact_creates_then_known_user_costs_one_trip_and_no_sql(
     assert [c[0] for c in counter.trips[0]] == ["GET", "HSET"]
     stamp = await redis.hget(UserRepository(s, ctx).last_seen_key, "101")
     assert stamp is not None and abs(int(stamp) - time.time()) < 5
+
+
+async def test_also_commands_ride_in_the_user_get_pipeline(
+    ctx: DataContext, redis: Redis, sql_counter: Any, key_prefix: str
+) -> None:
+    """Extra side commands go in the same round trip as the GET, after the last-seen HSET,
+    and each reply reaches its ``on_result``; on the cold path they are sent exactly once."""
+    counter_key = f"{key_prefix}:also:counter"
+    replies: list[Any] = []
+
+    def also() -> tuple[SideCommand, ...]:
+        return (
+            SideCommand(("SET", counter_key, b"0", "NX", "PX", 60_000)),
+            SideCommand(("INCR", counter_key), on_result=replies.append),
+        )
+
+    # new user: the commands ride in the (missing) GET's pipeline, the upsert adds no trip
+    counter = RedisRoundTripCounter(redis)
+    async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+        user, created = await UserRepository(s, ctx).get_or_create_from_telegram(
+            TgUser(102, "Bo"), also=also()
+        )
+    assert created and user.first_name == "Bo"
+    assert [c[0] for c in counter.trips[0]] == ["GET", "HSET", "SET", "INCR"]
+    assert replies == [1]
+    assert int(await redis.get(counter_key) or 0) == 1  # sent once, not again for the upsert
+
+    await create(ctx, TgUser(102, "Bo"))  # loads into Redis
+    counter.reset()
+    sql_counter.reset()
+    async with ctx.session_factory() as s:
+        again, created = await UserRepository(s, ctx).get_or_create_from_telegram(
+            TgUser(102, "Bo"), also=also()
+        )
+        await s.commit()
+    assert not created and again == user
+    assert sql_counter.count == 0, sql_counter.statements
+    assert counter.count == 1, counter.trips
+    assert [c[0] for c in counter.trips[0]] == ["GET", "HSET", "SET", "INCR"]
+    assert replies == [1, 2]
+    assert int(await redis.get(counter_key) or 0) == 2
+
+
+async def test_also_commands_fall_back_when_redis_is_down(down_ctx: DataContext) -> None:
+    """Redis unavailable: the user comes from Postgres, ``on_result`` is not called and each
+    command's fallback runs (fail open, as the throttle expects)."""
+    fallbacks: list[str] = []
+    replies: list[Any] = []
+
+    async def fallback() -> None:
+        fallbacks.append("incr")
+
+    async with unit_of_work(down_ctx.session_factory, down_ctx.cache) as s:
+        user, created = await UserRepository(s, down_ctx).get_or_create_from_telegram(
+            TgUser(103),
+            also=(SideCommand(("INCR", "x"), fallback=fallback, on_result=replies.append),),
+        )
+    assert created and user.id == 103
+    assert fallbacks == ["incr"] and replies == []
 
 
 async def test_get_caches_user_and_negative(

@@ -47,10 +47,9 @@ async def test_probe_commands_and_result() -> None:
     assert probe.commands[0].args[:2] == ("SET", "tthr:v1:throttle:5")
     assert probe.commands[1].args == ("INCR", "tthr:v1:throttle:5")
     assert probe.decision is Decision.ALLOW  # no reply yet: fail open
-    if throttle.piggyback:
-        callback = probe.commands[1].on_result
-        assert callback is not None
-        callback(2)
-        assert probe.decision is Decision.NOTICE
-        callback(RuntimeError("boom"))  # an error reply leaves the decision alone
-        assert probe.decision is Decision.NOTICE
+    callback = probe.commands[1].on_result
+    assert callback is not None
+    callback(2)
+    assert probe.decision is Decision.NOTICE
+    callback(RuntimeError("boom"))  # an error reply leaves the decision alone
+    assert probe.decision is Decision.NOTICE
