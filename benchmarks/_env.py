@@ -237,10 +237,13 @@ class LocalSession(BaseSession):
     def __init__(self) -> None:
         super().__init__()
         self.calls: Counter[str] = Counter()
+        #: photos sent as a new file (not by file_id)
+        self.uploads = 0
         self._message_ids = itertools.count(1)
 
     def reset(self) -> None:
         self.calls.clear()
+        self.uploads = 0
 
     def _result(self, bot: Bot, method: TelegramMethod[Any], fields: dict[str, Any]) -> Any:
         name = method.__api_method__
@@ -256,6 +259,7 @@ class LocalSession(BaseSession):
         if name in {"sendPhoto", "editMessageMedia"}:
             photo = fields.get("photo")
             if not isinstance(photo, str) or photo.startswith("attach://"):
+                self.uploads += 1
                 seed = hashlib.sha256(str(photo).encode()).hexdigest()
                 photo = "AgACAgIAAxkDAAI" + seed[:64]  # ~80 chars, like Telegram's
             # ascending sizes, as Telegram sends them; the largest carries the file_id
@@ -276,7 +280,10 @@ class LocalSession(BaseSession):
         return message
 
     async def make_request(
-        self, bot: Bot, method: TelegramMethod[TelegramType], timeout: int | None = None  # noqa: ASYNC109
+        self,
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+        timeout: int | None = None,  # noqa: ASYNC109
     ) -> TelegramType:
         files: dict[str, Any] = {}
         fields: dict[str, Any] = {}
@@ -299,9 +306,7 @@ class LocalSession(BaseSession):
 
 def local_bot(session: LocalSession | None = None) -> tuple[Bot, LocalSession]:
     session = session or LocalSession()
-    bot = Bot(
-        token=TOKEN, session=session, default=DefaultBotProperties(parse_mode=ParseMode.HTML)
-    )
+    bot = Bot(token=TOKEN, session=session, default=DefaultBotProperties(parse_mode=ParseMode.HTML))
     return bot, session
 
 

@@ -93,6 +93,7 @@ class Batch:
     redis_round_trips: int
     replies: int
     failures: int
+    cache_events: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -176,9 +177,7 @@ async def world(n_users: int, *, database_url: str | None = None) -> AsyncIterat
             await conn.execute(
                 text("TRUNCATE users, image_assets, horoscopes, horoscope_views, applied_batches")
             )
-        users = [
-            (FIRST_USER_ID + i, LANGS[i % 2].value) for i in range(n_users)
-        ]  # (id, language)
+        users = [(FIRST_USER_ID + i, LANGS[i % 2].value) for i in range(n_users)]  # (id, language)
         await _insert_users(engine, users)
         sessions = create_session_factory(engine)
         ctx = DataContext(
@@ -235,9 +234,7 @@ async def _insert_users(engine: AsyncEngine, users: Sequence[tuple[int, str]]) -
 # ---------------------------------------------------------------- driving updates
 
 
-async def drive(
-    w: World, v: Variant, users: Sequence[tuple[int, str]], concurrency: int
-) -> Batch:
+async def drive(w: World, v: Variant, users: Sequence[tuple[int, str]], concurrency: int) -> Batch:
     """One /today per user in ``users`` through ``v``, ``concurrency`` at a time."""
     updates = [command_update(v.bot, uid, lang) for uid, lang in users]
     latencies: list[float] = [0.0] * len(updates)
@@ -248,6 +245,7 @@ async def drive(
     counter = v.redis_counter
     v.session.reset()
     errors_before = v.errors
+    events_before = _events(v)
     next_index = 0
     clock = time.perf_counter
 
@@ -275,13 +273,30 @@ async def drive(
         redis_round_trips=counter.round_trips if counter is not None else 0,
         replies=replies,
         failures=failures + v.errors - errors_before,
+        cache_events={k: x - events_before.get(k, 0.0) for k, x in _events(v).items()},
     )
+
+
+def _events(v: Variant) -> dict[str, float]:
+    """Cache events of the variant's app summed over namespaces (hit, miss, redis_error...)."""
+    if v.app is None:
+        return {}
+    out: dict[str, float] = {}
+    for counts in v.app.cache.metrics.snapshot().values():
+        for name, value in counts.items():
+            out[name] = out.get(name, 0.0) + value
+    return out
 
 
 def merge(batches: Sequence[Batch]) -> dict[str, Any]:
     lat = [x for b in batches for x in b.latencies]
     n = len(lat)
     wall = sum(b.wall for b in batches)
+    events: dict[str, float] = {}
+    for b in batches:
+        for k, x in b.cache_events.items():
+            if x:
+                events[k] = events.get(k, 0.0) + x
     return {
         "updates": n,
         "updates_per_s": n / wall if wall else float("nan"),
@@ -294,6 +309,8 @@ def merge(batches: Sequence[Batch]) -> dict[str, Any]:
         "replies": sum(b.replies for b in batches),
         "failures": sum(b.failures for b in batches),
         "per_round_updates_per_s": [len(b.latencies) / b.wall for b in batches],
+        "cache_events": events,
+        "redis_errors_per_update": events.get("redis_error", 0.0) / n if n else 0.0,
     }
 
 
@@ -341,7 +358,7 @@ async def run(
             pg_only = w.app_variant("postgres-only", cache_enabled=False)
             # warm-up: users into Redis, the 12 pictures uploaded once (file_ids stored)
             warm = await drive(w, ours, w.users, 100)
-            uploads = ours.session.calls["sendPhoto"]  # replies of the warm pass
+            uploads = ours.session.uploads  # pictures sent as files, not by file_id
             async with w.session_factory() as s:
                 stored_file_ids = int(
                     await s.scalar(text("SELECT count(*) FROM image_assets")) or 0
@@ -368,7 +385,7 @@ async def run(
             "updates": len(warm.latencies),
             "failures": warm.failures,
             "file_ids_stored": stored_file_ids,
-            "replies": uploads,
+            "uploads": uploads,
         },
         "variants": results,
         "x_seeds": ratios,
@@ -404,7 +421,7 @@ def rows(result: dict[str, Any]) -> list[list[Any]]:
                     s["sql_per_update"],
                     s["redis_commands_per_update"],
                     s["redis_round_trips_per_update"],
-                    result["x_seeds"][conc][name] if name in result["x_seeds"][conc] else 1.0,
+                    result["x_seeds"][conc].get(name, 1.0),
                 ]
             )
     out.sort(key=lambda r: (int(r[1]), -r[8]))
@@ -442,7 +459,23 @@ def report(result: dict[str, Any]) -> str:
     }
     if failures:
         lines.append(f"\nWARNING: failures or missing replies: {failures}")
+    lines.extend(_redis_error_notes(result))
     return "\n".join(lines)
+
+
+def _redis_error_notes(result: dict[str, Any]) -> list[str]:
+    notes = []
+    for name, by_conc in result["variants"].items():
+        for conc, s in by_conc.items():
+            ev = s.get("cache_events", {})
+            if ev.get("redis_error"):
+                notes.append(
+                    f"note: {LABELS.get(name, name)} at concurrency {conc.removeprefix('c')}: "
+                    f"{ev['redis_error']:.0f} Redis errors/timeouts in {s['updates']} updates "
+                    f"(cache misses {ev.get('miss', 0):.0f}, side commands unknown "
+                    f"{ev.get('side_unknown', 0):.0f}): the breaker sent those reads to Postgres"
+                )
+    return notes
 
 
 def main() -> None:

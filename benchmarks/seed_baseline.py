@@ -76,8 +76,9 @@ def build_seed_bot(
         user_id = message.from_user.id
         user = (
             await session.execute(
-                select(User.id, User.zodiac_sign, User.lang, User.language_code, User.push_enabled)
-                .where(User.id == user_id)
+                select(
+                    User.id, User.zodiac_sign, User.lang, User.language_code, User.push_enabled
+                ).where(User.id == user_id)
             )
         ).first()
         if user is None or user.zodiac_sign is None:
