@@ -74,7 +74,7 @@ async def inline_query(
     t = texts(lang)
     results: list[Any] = []
     if signs:
-        loads: list[Load[Any]] = [app.horoscopes.repo._load(s, date, lang) for s in signs]
+        loads: list[Load[Any]] = [app.horoscopes.repo.load_spec(s, date, lang) for s in signs]
         loads += [app.file_ids.load_spec(bot.id, sign_asset(s)) for s in signs]
         values = await app.cache.load_many(loads)
         texts_, refs = values[: len(signs)], values[len(signs) :]

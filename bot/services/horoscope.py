@@ -107,7 +107,7 @@ class HoroscopeService:
         lang = self.lang_for(user)
         date = self.date_for(user, day)
         loads: list[Load[Any]] = [
-            self.repo._load(sign, date, lang),
+            self.repo.load_spec(sign, date, lang),
             self.file_ids.load_spec(bot_id, sign_asset(sign)),
         ]
         also = [self.views.view_command(sign, date)] if count_view else []

@@ -36,7 +36,6 @@ from redis.asyncio import Redis
 from bot.metrics import FILE_ID_FALLBACKS, IMAGE_SENDS
 from bot.services.telegram import is_file_id_rejected, with_retry
 from cache import Load, RedisLock
-from db.repositories import images as image_repo
 from db.repositories.context import DataContext
 from db.repositories.images import ImageAssetRepository
 from db.repositories.values import FileRef
@@ -80,17 +79,8 @@ class RepositoryFileIds:
         return self._reader.key(bot_id, asset_key)
 
     def load_spec(self, bot_id: int, asset_key: str) -> Load[FileRef]:
-        """The cache-aside Load of one file_id, to batch with other reads in one MGET.
-
-        Built from the repository's private loader/codec until it offers this itself.
-        """
-        return Load(
-            self._reader.key(bot_id, asset_key),
-            self._reader._loader(bot_id, asset_key),
-            image_repo._CODEC,
-            image_repo.FILE_ID_TTL,
-            negative_ttl=image_repo.FILE_ID_NEGATIVE_TTL,
-        )
+        """The cache-aside Load of one file_id, to batch with other reads in one MGET."""
+        return self._reader.load_spec(bot_id, asset_key)
 
     async def get(self, bot_id: int, asset_key: str, content_sha256: str) -> FileRef | None:
         return await self._reader.get_file_id(bot_id, asset_key, content_sha256)

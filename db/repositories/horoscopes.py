@@ -177,8 +177,6 @@ class HoroscopeRepository:
         round trip (e.g. the text, its picture's file_id and the view HINCRBY together)."""
         return Load(self.key(sign, date, lang), self._loader(sign, date, lang), _CODEC, self.ttl)
 
-    _load = load_spec  # kept for callers written before load_spec was public
-
     # ------------------------------------------------------------------ reads
 
     async def get_or_generate(

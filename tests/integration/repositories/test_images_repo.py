@@ -110,3 +110,24 @@ async def test_warm_one_query_one_pipeline_then_mget(
         found = await repo.file_ids(BOT, keys[:2], content_sha256={keys[0]: SHA_B})
         assert list(found) == [keys[1]]
         assert sql_counter.count == 1
+
+
+async def test_load_spec_batches_like_get_file_id(
+    ctx: DataContext, redis: Redis, sql_counter: Any
+) -> None:
+    """load_spec: the same key, loader and TTLs as get_file_id (NOT_FOUND for a minute, a
+    stored file_id for a week), usable in one load_many round trip."""
+    repo = ImageAssetRepository(None, ctx)  # type: ignore[arg-type]
+    spec = repo.load_spec(BOT, "signs/leo.jpg")
+    assert spec.key == repo.key(BOT, "signs/leo.jpg")
+    assert await ctx.cache.load_many([spec]) == [None]
+    assert 0 < await redis.pttl(spec.key) <= 66_000
+    await save(ctx, "signs/leo.jpg", "F1", SHA_A)
+    await ctx.cache.invalidate(spec.key)
+    (ref,) = await ctx.cache.load_many([repo.load_spec(BOT, "signs/leo.jpg")])
+    assert isinstance(ref, FileRef) and ref.file_id == "F1" and ref.content_sha256 == SHA_A
+    assert 6 * 86_400_000 < await redis.pttl(spec.key) <= 7.8 * 86_400_000
+    sql_counter.reset()
+    counter = RedisRoundTripCounter(redis)
+    assert await ctx.cache.load_many([repo.load_spec(BOT, "signs/leo.jpg")]) == [ref]
+    assert sql_counter.count == 0 and counter.count == 1
