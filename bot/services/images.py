@@ -71,9 +71,7 @@ class RepositoryFileIds:
 
     def __init__(self, ctx: DataContext) -> None:
         self.ctx = ctx
-        # Reads never use the repository's session (its loader opens its own), so one idle
-        # session object serves every read; it never executes SQL or holds a connection.
-        self._reader = ImageAssetRepository(ctx.session_factory(), ctx)
+        self._reader = ImageAssetRepository(None, ctx)  # reads only: loaders open their own
 
     def key(self, bot_id: int, asset_key: str) -> str:
         return self._reader.key(bot_id, asset_key)

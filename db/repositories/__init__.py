@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.repositories.context import DataContext
 from db.repositories.horoscopes import HoroscopeRepository
-from db.repositories.images import ImageAssetRepository
+from db.repositories.images import ImageAssetRepository, SessionRequiredError
 from db.repositories.users import UserNotFoundError, UserRepository, validate_timezone
 from db.repositories.values import (
     FileRef,
@@ -44,6 +44,7 @@ __all__ = [
     "LastSeenFlushResult",
     "PushTarget",
     "Repositories",
+    "SessionRequiredError",
     "TelegramUserLike",
     "UserData",
     "UserNotFoundError",

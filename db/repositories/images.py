@@ -19,7 +19,7 @@ from db.models import ImageAsset
 from db.repositories.context import DataContext
 from db.repositories.values import FileRef
 
-__all__ = ["FILE_ID_NEGATIVE_TTL", "FILE_ID_TTL", "ImageAssetRepository"]
+__all__ = ["FILE_ID_NEGATIVE_TTL", "FILE_ID_TTL", "ImageAssetRepository", "SessionRequiredError"]
 
 #: A week: file_ids do not expire on Telegram's side, and every change is written through.
 FILE_ID_TTL: Final = 7 * 86_400.0
@@ -29,14 +29,32 @@ FILE_ID_NEGATIVE_TTL: Final = 60.0
 _CODEC: Final[Codec[FileRef]] = Codec(FileRef)
 
 
+class SessionRequiredError(RuntimeError):
+    """A write was called on a repository built without a session (a read-only one)."""
+
+
 class ImageAssetRepository:
-    """file_ids per (bot_id, asset_key). Writes go to the unit-of-work session, never commit."""
+    """file_ids per (bot_id, asset_key). Writes go to the unit-of-work session, never commit.
+
+    Reads (``key``, ``load_spec``, ``get_file_id``, ``file_ids``, ``warm``) never use the
+    session (loaders open their own short ones), so ``session`` may be None for a read-only
+    repository; the writes (``save``, ``cache_saved``, ``forget``) then raise
+    SessionRequiredError.
+    """
 
     __slots__ = ("_ctx", "_session")
 
-    def __init__(self, session: AsyncSession, ctx: DataContext) -> None:
+    def __init__(self, session: AsyncSession | None, ctx: DataContext) -> None:
         self._session = session
         self._ctx = ctx
+
+    def _writer(self, method: str) -> AsyncSession:
+        if self._session is None:
+            raise SessionRequiredError(
+                f"ImageAssetRepository.{method} writes: build the repository with the unit of "
+                "work's AsyncSession (this one has session=None and can only read)"
+            )
+        return self._session
 
     def key(self, bot_id: int, asset_key: str) -> str:
         return self._ctx.keys.key("fileid", bot_id, asset_key)
@@ -130,6 +148,7 @@ class ImageAssetRepository:
         Call ``await repo.cache_saved(bot_id, asset_key, ref)`` after the commit to put the
         new file_id into Redis right away (otherwise the next read loads it from Postgres).
         """
+        session = self._writer("save")
         values = {
             "file_id": file_id,
             "file_unique_id": file_unique_id,
@@ -140,8 +159,8 @@ class ImageAssetRepository:
             index_elements=[ImageAsset.bot_id, ImageAsset.asset_key],
             set_={**values, "updated_at": func.now()},
         )
-        await self._session.execute(stmt)
-        self._ctx.cache.invalidate_after_commit(self._session, self.key(bot_id, asset_key))
+        await session.execute(stmt)
+        self._ctx.cache.invalidate_after_commit(session, self.key(bot_id, asset_key))
         return FileRef(
             file_id=file_id, file_unique_id=file_unique_id, content_sha256=content_sha256
         )
@@ -153,17 +172,18 @@ class ImageAssetRepository:
         cannot delete the entry after we set it), then deletes the key and its load lock (so a
         load that read Postgres before the commit cannot write the old value back), then SETs.
         """
-        await self._ctx.cache.flush_invalidations(self._session)
+        await self._ctx.cache.flush_invalidations(self._writer("cache_saved"))
         key = self.key(bot_id, asset_key)
         await self._ctx.cache.invalidate(key)
         await self._ctx.cache.set(key, ref, ttl=FILE_ID_TTL, codec=_CODEC)
 
     async def forget(self, bot_id: int, asset_key: str) -> None:
         """Drop a file_id Telegram rejected; the cache entry goes after the commit."""
-        await self._session.execute(
+        session = self._writer("forget")
+        await session.execute(
             delete(ImageAsset).where(ImageAsset.bot_id == bot_id, ImageAsset.asset_key == asset_key)
         )
-        self._ctx.cache.invalidate_after_commit(self._session, self.key(bot_id, asset_key))
+        self._ctx.cache.invalidate_after_commit(session, self.key(bot_id, asset_key))
 
     async def warm(self, bot_id: int) -> int:
         """Load all of a bot's file_ids into Redis: one query, one pipeline; returns the count."""

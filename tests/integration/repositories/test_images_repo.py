@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
-from db.repositories import DataContext, FileRef, ImageAssetRepository
+from db.repositories import DataContext, FileRef, ImageAssetRepository, SessionRequiredError
 from tests.helpers import RedisRoundTripCounter, unit_of_work
 
 BOT = 123456
@@ -23,7 +24,7 @@ async def save(ctx: DataContext, key: str, file_id: str, sha: str, bot: int = BO
 
 
 async def test_key_name(ctx: DataContext) -> None:
-    repo = ImageAssetRepository(None, ctx)  # type: ignore[arg-type]
+    repo = ImageAssetRepository(None, ctx)
     assert (
         repo.key(BOT, "cosmic/cosmic-03.jpg")
         == f"{ctx.keys.prefix}:v1:fileid:{BOT}:cosmic/cosmic-03.jpg"
@@ -117,7 +118,7 @@ async def test_load_spec_batches_like_get_file_id(
 ) -> None:
     """load_spec: the same key, loader and TTLs as get_file_id (NOT_FOUND for a minute, a
     stored file_id for a week), usable in one load_many round trip."""
-    repo = ImageAssetRepository(None, ctx)  # type: ignore[arg-type]
+    repo = ImageAssetRepository(None, ctx)
     spec = repo.load_spec(BOT, "signs/leo.jpg")
     assert spec.key == repo.key(BOT, "signs/leo.jpg")
     assert await ctx.cache.load_many([spec]) == [None]
@@ -131,3 +132,35 @@ async def test_load_spec_batches_like_get_file_id(
     counter = RedisRoundTripCounter(redis)
     assert await ctx.cache.load_many([repo.load_spec(BOT, "signs/leo.jpg")]) == [ref]
     assert sql_counter.count == 0 and counter.count == 1
+
+
+async def test_reads_need_no_session_and_writes_refuse_without_one(
+    ctx: DataContext, redis: Redis, sql_counter: Any
+) -> None:
+    """A read-only repository (session=None): every read works, every write raises."""
+    await save(ctx, "signs/leo.jpg", "F1", SHA_A)
+    await save(ctx, "signs/aries.jpg", "F2", SHA_A)
+    await redis.delete(ImageAssetRepository(None, ctx).key(BOT, "signs/leo.jpg"))
+    repo = ImageAssetRepository(None, ctx)
+    got = await repo.get_file_id(BOT, "signs/leo.jpg", SHA_A)  # from Postgres, own session
+    assert got is not None and got.file_id == "F1"
+    assert await repo.get_file_id(BOT, "signs/none.jpg", SHA_A) is None
+    assert await repo.warm(BOT) == 2
+    found = await repo.file_ids(BOT, ["signs/leo.jpg", "signs/aries.jpg"])
+    assert {k: r.file_id for k, r in found.items()} == {
+        "signs/leo.jpg": "F1",
+        "signs/aries.jpg": "F2",
+    }
+    assert await ctx.cache.load_many([repo.load_spec(BOT, "signs/aries.jpg")]) == [
+        found["signs/aries.jpg"]
+    ]
+    ref = FileRef(file_id="F3", content_sha256=SHA_B)
+    with pytest.raises(SessionRequiredError, match="save"):
+        await repo.save(BOT, "signs/leo.jpg", "F3", None, SHA_B)
+    with pytest.raises(SessionRequiredError, match="cache_saved"):
+        await repo.cache_saved(BOT, "signs/leo.jpg", ref)
+    with pytest.raises(SessionRequiredError, match="forget"):
+        await repo.forget(BOT, "signs/leo.jpg")
+    # nothing was written by the refused calls
+    got = await repo.get_file_id(BOT, "signs/leo.jpg", SHA_A)
+    assert got is not None and got.file_id == "F1"
