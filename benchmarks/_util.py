@@ -109,3 +109,14 @@ def write_json(name: str, data: dict[str, Any]) -> Path:
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
     tmp.replace(path)
     return path
+
+
+def render_markdown(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """The same table as ``render_table``, as GitHub markdown (numbers right-aligned)."""
+    cells = [[_fmt(c) for c in row] for row in rows]
+    lines = [
+        "| " + " | ".join(str(h) for h in headers) + " |",
+        "|" + "|".join([":---"] + ["---:"] * (len(headers) - 1)) + "|",
+    ]
+    lines.extend("| " + " | ".join(row) + " |" for row in cells)
+    return "\n".join(lines)

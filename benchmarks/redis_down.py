@@ -22,7 +22,7 @@ from typing import Any
 
 from benchmarks._env import RedisCounter, free_port, hung_redis, quiet_logs
 from benchmarks._util import machine, render_table, write_json
-from benchmarks.bot_throughput import drive, interleaved, world
+from benchmarks.bot_throughput import drive, interleaved, warm_up, world
 from cache import create_redis
 
 LABELS = {
@@ -39,12 +39,13 @@ async def run(
     n_users: int | None = None,
     rounds: int | None = None,
     concurrencies: Sequence[int] = (1, 100),
-    first: int = 20,
+    first: int = 10,
     write: bool = True,
     database_url: str | None = None,
 ) -> dict[str, Any]:
-    n_users = n_users or (200 if quick else 1000)
+    n_users = n_users or (100 if quick else 1000)
     rounds = rounds or (1 if quick else 2)
+    sequential = 40 if quick else 100
     with quiet_logs():
         async with (
             world(n_users, database_url=database_url) as w,
@@ -67,7 +68,7 @@ async def run(
                 clients[name] = client
             up = w.app_variant("redis-up")
             up.redis_counter = RedisCounter(w.redis)
-            await drive(w, up, w.users, 100)  # users into Redis, pictures uploaded once
+            await warm_up(w, up)  # users into Redis, pictures uploaded once
             variants = [
                 up,
                 w.app_variant("postgres-only", cache_enabled=False),
@@ -84,7 +85,9 @@ async def run(
                     "total_ms": sum(b.latencies) * 1000,
                     "failures": b.failures,
                 }
-            results = await interleaved(w, variants, concurrencies, rounds, w.users)
+            results = await interleaved(
+                w, variants, concurrencies, rounds, w.users, sequential_users=sequential
+            )
             breakers = {v.name: repr(v.app.cache.breaker) for v in variants if v.app is not None}
             versions = w.versions
     ratios = {
