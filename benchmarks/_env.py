@@ -21,7 +21,7 @@ import socket
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -65,7 +65,7 @@ def new_prefix() -> str:
 @contextlib.asynccontextmanager
 async def bench_database(server_url: str | None = None) -> AsyncIterator[str]:
     """A uniquely named database on the server, migrated to head, dropped at the end."""
-    import asyncpg
+    import asyncpg  # type: ignore[import-untyped]
 
     from db.migrate import upgrade
 
@@ -142,7 +142,7 @@ def bench_settings(prefix: str, **overrides: Any) -> Settings:
         "playground_addr": "",
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 @dataclass
@@ -193,7 +193,7 @@ class RedisCounter:
         self.commands = 0
         self.round_trips = 0
         self.names: Counter[str] = Counter()
-        orig_execute = client.execute_command
+        orig_execute: Callable[..., Awaitable[Any]] = client.execute_command
         orig_pipeline = client.pipeline
 
         async def execute_command(*args: Any, **options: Any) -> Any:
@@ -296,7 +296,14 @@ class LocalSession(BaseSession):
         response = self.check_response(bot=bot, method=method, status_code=200, content=content)
         return cast(TelegramType, response.result)
 
-    async def stream_content(self, *args: Any, **kwargs: Any) -> AsyncIterator[bytes]:
+    async def stream_content(
+        self,
+        url: str,
+        headers: dict[str, Any] | None = None,
+        timeout: int = 30,  # noqa: ASYNC109
+        chunk_size: int = 65536,
+        raise_for_status: bool = True,
+    ) -> AsyncGenerator[bytes, None]:
         raise NotImplementedError
         yield b""  # pragma: no cover
 

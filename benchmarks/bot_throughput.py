@@ -154,7 +154,11 @@ async def world(n_users: int, *, database_url: str | None = None) -> AsyncIterat
     url = redis_url()
     prefix = new_prefix()
     async with contextlib.AsyncExitStack() as stack:
-        db_url = database_url or await stack.enter_async_context(bench_database())
+        db_url: str = (
+            database_url
+            if database_url is not None
+            else await stack.enter_async_context(bench_database())
+        )
         settings = bench_settings(prefix, database_url=db_url, redis_url=url)
         engine = create_engine(
             db_url,
