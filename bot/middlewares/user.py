@@ -2,8 +2,9 @@
 
 ``UserRepository.get_or_create_from_telegram`` returns the cached user (Redis GET, last-seen
 HSET in the same pipeline, no SQL for a known user whose profile did not change) or creates it
-in the update's unit of work. The throttle's two commands ride in that same pipeline (the
-repository's ``also=``); the INCR's reply reaches the throttle through ``SideCommand.on_result``.
+in the update's unit of work; the repository cleans the profile (NULs removed, lengths capped).
+The throttle's two commands ride in that same pipeline (the repository's ``also=``); the INCR's
+reply reaches the throttle through ``SideCommand.on_result``.
 
 Throttled updates end here: the second update of a burst gets a polite notice, the rest are
 dropped. Inline queries (people type letter by letter), chosen inline results (a view that
@@ -13,7 +14,6 @@ must be counted) and chat-member changes are never throttled.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -36,41 +36,6 @@ log = structlog.get_logger(__name__)
 THROTTLED_TYPES = frozenset({"message", "callback_query", "edited_message"})
 
 
-@dataclass(frozen=True, slots=True)
-class CleanProfile:
-    """The Telegram user as stored: NUL characters removed, lengths capped to the columns.
-
-    Postgres text cannot hold U+0000 and Telegram's own limits are not a promise a database
-    should rely on; cleaning here keeps one odd profile from failing every update of its user.
-    """
-
-    id: int
-    is_bot: bool
-    first_name: str
-    last_name: str | None
-    username: str | None
-    language_code: str | None
-    is_premium: bool | None
-
-    @classmethod
-    def of(cls, user: User) -> CleanProfile:
-        return cls(
-            id=user.id,
-            is_bot=user.is_bot,
-            first_name=_clean(user.first_name, 256) or "?",
-            last_name=_clean(user.last_name, 256),
-            username=_clean(user.username, 64),
-            language_code=_clean(user.language_code, 16),
-            is_premium=user.is_premium,
-        )
-
-
-def _clean(value: str | None, limit: int) -> str | None:
-    if value is None:
-        return None
-    return value.replace("\x00", "")[:limit]
-
-
 class UserMiddleware(BaseMiddleware):
     def __init__(self, app: AppContext) -> None:
         self.app = app
@@ -91,12 +56,11 @@ class UserMiddleware(BaseMiddleware):
         kind = event.event_type if isinstance(event, Update) else ""
         throttled = kind in THROTTLED_TYPES
         decision = Decision.ALLOW
-        profile = CleanProfile.of(tg_user)
         # The throttle's SET + INCR ride in the user GET's pipeline; the INCR's reply (its
         # on_result) sets probe.decision, which stays ALLOW when Redis did not answer.
         probe = self.app.throttle.probe(tg_user.id) if throttled else None
         user, _created = await repos.users.get_or_create_from_telegram(
-            profile, also=probe.commands if probe is not None else ()
+            tg_user, also=probe.commands if probe is not None else ()
         )
         if probe is not None:
             decision = probe.decision

@@ -130,13 +130,31 @@ def _to_data(row: Any) -> UserData:
     )
 
 
+#: Column lengths of the Telegram profile strings (db/models/user.py), in characters.
+FIRST_NAME_MAX: Final = 256
+LAST_NAME_MAX: Final = 256
+USERNAME_MAX: Final = 64
+LANGUAGE_CODE_MAX: Final = 16
+
+
+def clean_text(value: str | None, limit: int) -> str | None:
+    """``value`` without U+0000 (Postgres text cannot hold it), cut to ``limit`` characters."""
+    if value is None:
+        return None
+    return value.replace("\x00", "")[:limit]
+
+
 def _profile(tg: TelegramUserLike) -> dict[str, Any]:
+    """The Telegram profile as stored: NULs removed and strings capped to the columns, so one
+    odd profile (Telegram's limits are not a promise the database should rely on) can never
+    fail every update of its user. An empty first name is stored as "?" (the column is NOT
+    NULL and the bot greets people by it)."""
     return {
         "is_bot": bool(tg.is_bot),
-        "first_name": tg.first_name,
-        "last_name": tg.last_name,
-        "username": tg.username,
-        "language_code": tg.language_code,
+        "first_name": clean_text(tg.first_name, FIRST_NAME_MAX) or "?",
+        "last_name": clean_text(tg.last_name, LAST_NAME_MAX),
+        "username": clean_text(tg.username, USERNAME_MAX),
+        "language_code": clean_text(tg.language_code, LANGUAGE_CODE_MAX),
         "is_premium": bool(tg.is_premium),
     }
 
@@ -199,6 +217,9 @@ class UserRepository:
         also: Sequence[SideCommand] = (),
     ) -> tuple[UserData, bool]:
         """The user behind an update, created on first contact; ``(user, created)``.
+
+        The profile strings are cleaned first (NULs removed, capped to the column lengths)
+        and compared with the stored user in that form.
 
         Known and unchanged: one Redis round trip (GET + last-seen HSET), no SQL. Changed
         profile or new user: one upsert in the unit of work, the cache entry (or its

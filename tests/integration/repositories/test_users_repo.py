@@ -139,6 +139,42 @@ async def test_changed_profile_is_written_and_invalidated(ctx: DataContext) -> N
     assert cached is not None and cached.username == "anna"
 
 
+async def test_nul_bytes_and_overlong_profile_strings_are_cleaned(
+    ctx: DataContext, redis: Redis, sql_counter: Any
+) -> None:
+    """U+0000 is removed and strings are capped to the columns before the compare and the
+    write, so an odd profile is stored, and an unchanged odd profile costs no SQL later."""
+    odd = TgUser(
+        104,
+        "A\x00nn" + "x" * 300,
+        last_name="\x00" + "L" * 300,
+        username="u\x00" + "n" * 100,
+        language_code="en-\x00" + "q" * 30,
+    )
+    user, created = await create(ctx, odd)
+    assert created
+    assert user.first_name == ("Ann" + "x" * 300)[:256] and len(user.first_name) == 256
+    assert user.last_name == "L" * 256
+    assert user.username == ("u" + "n" * 100)[:64] and len(user.username) == 64
+    assert user.language_code == ("en-" + "q" * 30)[:16]
+    async with ctx.session_factory() as s:
+        row = (await s.execute(select(User).where(User.id == 104))).scalar_one()
+        assert (row.first_name, row.last_name, row.username, row.language_code) == (
+            user.first_name,
+            user.last_name,
+            user.username,
+            user.language_code,
+        )
+    await create(ctx, odd)  # loads into Redis
+    sql_counter.reset()
+    again, created = await create(ctx, odd)
+    assert not created and again == user
+    assert sql_counter.count == 0, sql_counter.statements
+    # a first name made only of NULs is stored as "?" (the column is NOT NULL)
+    nameless, _ = await create(ctx, TgUser(105, "\x00\x00", username=None))
+    assert nameless.first_name == "?" and nameless.username is None
+
+
 async def test_concurrent_first_updates_do_not_fail(ctx: DataContext) -> None:
     results = await asyncio.gather(*(create(ctx, TgUser(9, f"N{i}")) for i in range(8)))
     assert sum(created for _, created in results) == 1
