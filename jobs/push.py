@@ -41,7 +41,7 @@ from db.types import Lang, Sign
 from jobs.deps import JobDeps
 from jobs.ratelimit import TokenBucket
 
-__all__ = ["PushReport", "is_gone", "run_push", "sign_asset"]
+__all__ = ["PushReport", "is_gone", "run_push"]
 
 log = structlog.get_logger(__name__)
 

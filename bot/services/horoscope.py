@@ -39,7 +39,11 @@ log = structlog.get_logger(__name__)
 
 
 def sign_asset(sign: Sign) -> str:
-    """The picture of a sign, as an asset key under assets/images/ (same as jobs.push)."""
+    """The picture of a sign, as an asset key under assets/images/.
+
+    The one place that names it: the handlers, inline mode and the push job (jobs.push) all
+    call this, so the file_id they cache and send is always the same asset's.
+    """
     return f"signs/{sign.value}.jpg"
 
 

@@ -123,3 +123,15 @@ def test_asset_paths_stay_inside(assets: Path) -> None:
         sender.path("../etc/passwd")
     assert not sender.exists("../../x.jpg")
     assert sender.assets("signs") == ("signs/aries.jpg", "signs/leo.jpg")
+
+
+def test_sign_asset_is_one_function_naming_existing_pictures() -> None:
+    """One place names a sign's picture; the push job sends the same asset the bot caches."""
+    import jobs.push
+    from bot.services.horoscope import sign_asset
+    from bot.services.images import ASSETS_DIR
+    from db.types import Sign
+
+    assert jobs.push.sign_asset is sign_asset
+    assert sign_asset(Sign.LEO) == "signs/leo.jpg"
+    assert all((ASSETS_DIR / sign_asset(sign)).is_file() for sign in Sign)
