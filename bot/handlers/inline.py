@@ -3,8 +3,9 @@
 Answers come from one Redis round trip for all matching signs (texts and picture file_ids in one
 MGET; a cold text is generated once, single-flighted). A sign whose picture has a known file_id
 is offered as a cached photo with the horoscope as caption; otherwise (or when the text is too
-long for a caption) as an article. Results are the same for everyone asking the same thing in
-the same language, so Telegram may cache them (``is_personal=False``).
+long for a caption) as an article. Results depend on who asks: the texts are in the user's
+language and for the user's date (their zone), so they are answered ``is_personal=True``:
+Telegram caches them per user, for ``CACHE_TIME`` seconds.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ log = structlog.get_logger(__name__)
 
 router = RouterFactory("inline")
 
+#: Seconds Telegram may reuse an answer for the same user and query: texts change once a day,
+#: and a language or zone change shows in inline mode at most this late.
 CACHE_TIME = 300
 
 
@@ -113,7 +116,7 @@ async def inline_query(
                 )
     try:
         await with_retry(
-            lambda: query.answer(results, cache_time=CACHE_TIME, is_personal=False),
+            lambda: query.answer(results, cache_time=CACHE_TIME, is_personal=True),
             what="answer_inline",
         )
     except Exception as exc:

@@ -97,6 +97,16 @@ async def test_inline_mode_and_chosen_result_counts_a_view(harness: Harness) -> 
     assert [r["id"].split(":")[0] for r in answer["results"]] == ["leo"]
     assert answer["results"][0]["type"] == "photo"
     assert answer["cache_time"] == 300
+    # personal: the texts are in the asker's language (and for the asker's date)
+    assert answer["is_personal"] is True
+    srv.user(BOB, language_code="ru")
+    srv.inline_query(BOB, "leo")
+    await h.done()
+    bob_answer = srv.inline_answers[-1]
+    assert bob_answer["is_personal"] is True
+    assert [r["id"] for r in bob_answer["results"]] == [
+        answer["results"][0]["id"].replace(":en", ":ru")
+    ]
     srv.inline_query(ANN, "")
     await h.done()
     results = srv.inline_answers[-1]["results"]
