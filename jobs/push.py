@@ -24,10 +24,9 @@ import contextlib
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import structlog
-from aiogram import Bot
 from aiogram.enums import ParseMode
 from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError, TelegramRetryAfter
 
@@ -85,41 +84,6 @@ class PushReport:
         }
 
 
-class _RetryAfter(Exception):
-    """A 429 lifted out of the image sender (which would otherwise wait and retry by itself)."""
-
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(f"retry after {retry_after}")
-        self.retry_after = retry_after
-
-
-class _PushBot:
-    """The Bot as ImageSender sees it during a push: HTML captions, and 429s not retried.
-
-    ImageSender retries a 429 once after sleeping in the calling task (right for a person
-    waiting on an answer). For the push that would let the other workers carry on sending
-    while Telegram asks the bot to stop, and would resend without a token; so the 429 is
-    re-raised as _RetryAfter, which the sender does not handle, and the push pauses the bucket.
-    """
-
-    def __init__(self, bot: Bot) -> None:
-        self._bot = bot
-
-    @property
-    def id(self) -> int:
-        return self._bot.id
-
-    async def send_photo(self, **kwargs: Any) -> Any:
-        kwargs.setdefault("parse_mode", ParseMode.HTML)
-        try:
-            return await self._bot.send_photo(**kwargs)
-        except TelegramRetryAfter as exc:
-            raise _RetryAfter(exc.retry_after) from exc
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._bot, name)
-
-
 def default_concurrency(rate: float) -> int:
     """Enough sends in flight to use the rate at Telegram's latency (~0.2 s), but bounded."""
     return max(4, min(32, math.ceil(rate / 2)))
@@ -133,7 +97,6 @@ class _PushRun:
             raise RuntimeError("the push needs a horoscope generator")
         self.deps = deps
         self.bot = deps.bot
-        self.push_bot = cast(Bot, _PushBot(deps.bot))
         self.images = deps.images
         self.bucket = bucket
         self.horoscopes = HoroscopeRepository(deps.data, deps.generator)
@@ -164,12 +127,17 @@ class _PushRun:
     # -------------------------------------------------------------- sending
 
     async def _send(self, call: Callable[[], Awaitable[T]]) -> T:
-        """One Telegram call under the bucket; a 429 pauses everyone, then this call retries."""
+        """One Telegram call under the bucket; a 429 pauses everyone, then this call retries.
+
+        ``call`` must raise a 429 rather than wait it out itself (``retry_429=False`` for the
+        image sender): waiting in one worker would let the others carry on sending while
+        Telegram asks the bot to stop, and would resend without a token.
+        """
         for _ in range(MAX_RETRY_AFTER):
             await self.bucket.acquire()
             try:
                 return await call()
-            except (_RetryAfter, TelegramRetryAfter) as exc:
+            except TelegramRetryAfter as exc:
                 self.report.retry_after += 1
                 PUSHES.labels("retry_after").inc()
                 log.warning("push_retry_after", retry_after=exc.retry_after)
@@ -199,7 +167,12 @@ class _PushRun:
         try:
             await self._send(
                 lambda: self.images.send_photo(
-                    self.push_bot, user.id, sign_asset(sign), caption=caption
+                    self.bot,
+                    user.id,
+                    sign_asset(sign),
+                    caption=caption,
+                    parse_mode=ParseMode.HTML,
+                    retry_429=False,
                 )
             )
         except Exception as exc:

@@ -16,6 +16,10 @@ The seeds' ImageAssetService, made Redis-first and race-free:
 
 Sends and edits share that logic: ``send_photo`` posts a new message, ``edit_photo`` replaces
 the picture of an existing one (Today/Tomorrow buttons) through editMessageMedia.
+
+A 429 (TelegramRetryAfter) is waited out once inside the call (``with_retry``: right for a
+person waiting on an answer); ``send_photo(..., retry_429=False)`` raises it to the caller
+instead, for a sender with a rate limiter of its own (the push pauses its whole token bucket).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 import structlog
 from aiogram import Bot
@@ -48,6 +52,15 @@ ASSETS_DIR = Path(__file__).resolve().parents[2] / "assets" / "images"
 
 PhotoMedia = str | FSInputFile
 Deliver = Callable[[PhotoMedia], Awaitable[Message | bool]]
+
+T = TypeVar("T")
+
+
+async def _call(call: Callable[[], Awaitable[T]], *, what: str, retry_429: bool) -> T:
+    """``call()``, with one wait-and-retry on a 429 when ``retry_429`` (else the 429 raises)."""
+    if retry_429:
+        return await with_retry(call, what=what)
+    return await call()
 
 
 class FileIdStore(Protocol):
@@ -209,17 +222,22 @@ class ImageSender:
         *,
         caption: str | None = None,
         reply_markup: InlineKeyboardMarkup | None = None,
+        parse_mode: str | None = None,
         known: FileRef | _Unset | None = _UNSET,
+        retry_429: bool = True,
     ) -> SentPhoto:
         """Send ``asset_key`` to a chat. ``known``: the file_id ref already read by the caller
-        (batched with other reads), so the sender does not read it again."""
+        (batched with other reads), so the sender does not read it again. ``parse_mode``: None
+        keeps the Bot's default. ``retry_429=False``: a TelegramRetryAfter is raised to the
+        caller at once instead of being waited out (and retried) inside this call."""
+        extra: dict[str, Any] = {} if parse_mode is None else {"parse_mode": parse_mode}
 
         async def deliver(media: PhotoMedia) -> Message:
             return await bot.send_photo(
-                chat_id=chat_id, photo=media, caption=caption, reply_markup=reply_markup
+                chat_id=chat_id, photo=media, caption=caption, reply_markup=reply_markup, **extra
             )
 
-        return await self._deliver(bot, asset_key, deliver, known)
+        return await self._deliver(bot, asset_key, deliver, known, retry_429)
 
     async def edit_photo(
         self,
@@ -244,12 +262,17 @@ class ImageSender:
                 reply_markup=reply_markup,
             )
 
-        return await self._deliver(bot, asset_key, deliver, known)
+        return await self._deliver(bot, asset_key, deliver, known, True)
 
     # ------------------------------------------------------------------ the algorithm
 
     async def _deliver(
-        self, bot: Bot, asset_key: str, deliver: Deliver, known: FileRef | _Unset | None
+        self,
+        bot: Bot,
+        asset_key: str,
+        deliver: Deliver,
+        known: FileRef | _Unset | None,
+        retry_429: bool,
     ) -> SentPhoto:
         bot_id = bot.id
         sha = self.sha256(asset_key)
@@ -258,17 +281,19 @@ class ImageSender:
         else:
             ref = known if known is not None and known.content_sha256 == sha else None
         if ref is not None:
-            sent = await self._by_file_id(bot_id, asset_key, ref, deliver)
+            sent = await self._by_file_id(bot_id, asset_key, ref, deliver, retry_429)
             if sent is not None:
                 return sent
-        return await self._upload_once(bot_id, asset_key, sha, deliver)
+        return await self._upload_once(bot_id, asset_key, sha, deliver, retry_429)
 
     async def _by_file_id(
-        self, bot_id: int, asset_key: str, ref: FileRef, deliver: Deliver
+        self, bot_id: int, asset_key: str, ref: FileRef, deliver: Deliver, retry_429: bool
     ) -> SentPhoto | None:
         """Send by file_id; None (after forgetting it) when Telegram rejects the file_id."""
         try:
-            result = await with_retry(lambda: deliver(ref.file_id), what="photo_by_file_id")
+            result = await _call(
+                lambda: deliver(ref.file_id), what="photo_by_file_id", retry_429=retry_429
+            )
         except Exception as exc:
             if not is_file_id_rejected(exc):
                 raise
@@ -280,7 +305,7 @@ class ImageSender:
         return SentPhoto(result if isinstance(result, Message) else None, "file_id")
 
     async def _upload_once(
-        self, bot_id: int, asset_key: str, sha: str, deliver: Deliver
+        self, bot_id: int, asset_key: str, sha: str, deliver: Deliver, retry_429: bool
     ) -> SentPhoto:
         slot = (bot_id, asset_key)
         while True:
@@ -290,7 +315,7 @@ class ImageSender:
             # Follower: wait for the leader's file_id, then send by it.
             ref = await asyncio.shield(running.future)
             if ref is not None:
-                sent = await self._by_file_id(bot_id, asset_key, ref, deliver)
+                sent = await self._by_file_id(bot_id, asset_key, ref, deliver, retry_429)
                 if sent is not None:
                     return sent
             # The leader failed (or its fresh file_id was rejected): lead ourselves.
@@ -305,11 +330,11 @@ class ImageSender:
                     # Another process uploaded while we waited: use its file_id.
                     found = await self.store.get(bot_id, asset_key, sha)
                     if found is not None:
-                        sent = await self._by_file_id(bot_id, asset_key, found, deliver)
+                        sent = await self._by_file_id(bot_id, asset_key, found, deliver, retry_429)
                         if sent is not None:
                             ref = found
                             return sent
-                sent, ref = await self._upload(bot_id, asset_key, sha, deliver)
+                sent, ref = await self._upload(bot_id, asset_key, sha, deliver, retry_429)
                 return sent
         finally:
             if not upload.future.done():
@@ -318,11 +343,13 @@ class ImageSender:
                 del self._uploads[slot]
 
     async def _upload(
-        self, bot_id: int, asset_key: str, sha: str, deliver: Deliver
+        self, bot_id: int, asset_key: str, sha: str, deliver: Deliver, retry_429: bool
     ) -> tuple[SentPhoto, FileRef | None]:
         path = self.path(asset_key)
-        result = await with_retry(
-            lambda: deliver(FSInputFile(path, filename=path.name)), what="photo_upload"
+        result = await _call(
+            lambda: deliver(FSInputFile(path, filename=path.name)),
+            what="photo_upload",
+            retry_429=retry_429,
         )
         IMAGE_SENDS.labels("upload").inc()
         message = result if isinstance(result, Message) else None

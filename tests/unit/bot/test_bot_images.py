@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from aiogram.exceptions import TelegramBadRequest
+from aiogram.exceptions import TelegramBadRequest, TelegramRetryAfter
 from aiogram.methods import SendPhoto
 from aiogram.types import FSInputFile
 
@@ -115,6 +115,77 @@ async def test_concurrent_first_sends_upload_once(assets: Path) -> None:
     )
     assert bot.uploads == 1
     assert sorted(r.method for r in results) == ["file_id"] * 9 + ["upload"]
+
+
+class RateLimitedBot(FakeBot):
+    """Answers the next ``limited`` sends with a 429; records each call's keyword arguments."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.limited = 0
+        self.calls: list[dict[str, Any]] = []
+
+    async def send_photo(self, chat_id: int, photo: Any, **kwargs: Any) -> Any:
+        self.calls.append(kwargs)
+        if self.limited > 0:
+            self.limited -= 1
+            raise TelegramRetryAfter(
+                SendPhoto(chat_id=chat_id, photo="x"), "Too Many Requests", retry_after=3
+            )
+        return await super().send_photo(chat_id, photo)
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The 429 waits of bot.services.telegram.with_retry, recorded instead of slept."""
+    import bot.services.telegram as telegram
+
+    waited: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        waited.append(seconds)
+
+    monkeypatch.setattr(telegram, "asyncio", SimpleNamespace(sleep=fake_sleep))
+    return waited
+
+
+async def test_429_is_waited_out_once_by_default(assets: Path, sleeps: list[float]) -> None:
+    store, bot = MemoryStore(), RateLimitedBot()
+    sender = ImageSender(store, assets_dir=assets)
+    bot.limited = 1
+    assert (await sender.send_photo(bot, 1, "signs/leo.jpg")).method == "upload"  # type: ignore[arg-type]
+    bot.limited = 1
+    assert (await sender.send_photo(bot, 1, "signs/leo.jpg")).method == "file_id"  # type: ignore[arg-type]
+    assert sleeps == [3, 3] and len(bot.calls) == 4
+
+
+async def test_retry_429_false_raises_to_the_caller(assets: Path, sleeps: list[float]) -> None:
+    store, bot = MemoryStore(), RateLimitedBot()
+    sender = ImageSender(store, assets_dir=assets)
+    bot.limited = 1
+    with pytest.raises(TelegramRetryAfter) as upload_429:
+        await sender.send_photo(bot, 1, "signs/leo.jpg", retry_429=False)  # type: ignore[arg-type]
+    assert upload_429.value.retry_after == 3
+    assert (bot.uploads, len(bot.calls), store.refs) == (0, 1, {})
+    # the caller paused and tries again: uploads now
+    sent = await sender.send_photo(bot, 1, "signs/leo.jpg", retry_429=False)  # type: ignore[arg-type]
+    assert sent.method == "upload" and bot.uploads == 1
+    # by file_id: the 429 is raised too, and the file_id is kept (it was not rejected)
+    bot.limited = 1
+    with pytest.raises(TelegramRetryAfter):
+        await sender.send_photo(bot, 1, "signs/leo.jpg", retry_429=False)  # type: ignore[arg-type]
+    assert store.forgotten == 0 and (42, "signs/leo.jpg") in store.refs
+    assert sleeps == [] and len(bot.calls) == 3
+    assert (await sender.send_photo(bot, 1, "signs/leo.jpg")).method == "file_id"  # type: ignore[arg-type]
+
+
+async def test_parse_mode_only_when_given(assets: Path) -> None:
+    store, bot = MemoryStore(), RateLimitedBot()
+    sender = ImageSender(store, assets_dir=assets)
+    await sender.send_photo(bot, 1, "signs/leo.jpg", caption="<b>x</b>")  # type: ignore[arg-type]
+    await sender.send_photo(bot, 1, "signs/leo.jpg", parse_mode="HTML")  # type: ignore[arg-type]
+    assert "parse_mode" not in bot.calls[0]  # the Bot's default applies
+    assert bot.calls[1]["parse_mode"] == "HTML"
 
 
 def test_asset_paths_stay_inside(assets: Path) -> None:
