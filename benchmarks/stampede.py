@@ -235,8 +235,8 @@ async def _scenario(
     lat = [x for p in parts for x in p["latencies"]]
     asked = sorted({k for p in parts for k in p["asked"]})
     events: dict[str, float] = {}
-    for p in parts:
-        for k, v in p["cache_events"].items():
+    for part in parts:
+        for k, v in part["cache_events"].items():
             events[k] = events.get(k, 0.0) + v
     return {
         "processes": processes,
@@ -273,7 +273,11 @@ async def run(
     with quiet_logs():
         _silence_fallback_errors()
         async with contextlib.AsyncExitStack() as stack:
-            db_url = database_url or await stack.enter_async_context(bench_database())
+            db_url: str = (
+                database_url
+                if database_url is not None
+                else await stack.enter_async_context(bench_database())
+            )
             probe = Redis.from_url(redis_url())
             engine = create_engine(db_url)
             try:
