@@ -7,7 +7,8 @@ Rules, and why:
   middle of a run, cannot both claim a user; the price is that a crash between the claim and
   the send loses that one push (at most once beats at least once for a daily message).
 * **Retriable failures are retried on the next run.** A send that failed for a reason that may
-  go away (network, 5xx, a 429 we gave up on) un-claims the user, so the next minute's run
+  go away (network, 5xx, a 429 we gave up on) un-claims the user (``last_push_date`` back to
+  exactly what the claim replaced), so the next minute's run
   picks them up again.
 * **Gone users stop costing sends.** 403 (blocked, deactivated) and 400 "chat not found" turn
   the push off for that user.
@@ -35,7 +36,7 @@ from bot.services.horoscope import sign_asset
 from bot.texts import choose_lang, horoscope_parts, texts
 from db.repositories.horoscopes import HoroscopeRepository
 from db.repositories.users import UserRepository
-from db.repositories.values import HoroscopeData, PushTarget
+from db.repositories.values import HoroscopeData, PushClaim, PushTarget
 from db.types import Lang, Sign
 from jobs.deps import JobDeps
 from jobs.ratelimit import TokenBucket
@@ -161,7 +162,8 @@ class _PushRun:
             self._count("failed")
             return
         caption, follow_up = horoscope_parts(sign, day, texts(lang).today, horoscope.text, lang)
-        if not await self._users(lambda repo: repo.mark_pushed(user.id, day)):
+        claim = await self._users(lambda repo: repo.mark_pushed(user.id, day))
+        if claim is None:
             self.report.already += 1
             return
         try:
@@ -176,7 +178,7 @@ class _PushRun:
                 )
             )
         except Exception as exc:
-            await self._failed(user.id, day, exc)
+            await self._failed(claim, exc)
             return
         self._count("sent")
         if follow_up is not None:
@@ -187,7 +189,8 @@ class _PushRun:
             except Exception as exc:  # the picture arrived: the day's push counts as done
                 log.warning("push_follow_up_failed", user_id=user.id, error=repr(exc))
 
-    async def _failed(self, user_id: int, day: Any, exc: Exception) -> None:
+    async def _failed(self, claim: PushClaim, exc: Exception) -> None:
+        user_id = claim.user_id
         if is_gone(exc):
             log.info("push_user_gone", user_id=user_id, error=str(exc))
             await self._users(lambda repo: repo.disable_push(user_id))
@@ -195,7 +198,7 @@ class _PushRun:
             return
         log.warning("push_send_failed", user_id=user_id, error=repr(exc))
         with contextlib.suppress(Exception):
-            await self._users(lambda repo: repo.unmark_pushed(user_id, day))
+            await self._users(lambda repo: repo.unmark_pushed(claim))
         self._count("failed")
 
     def _count(self, outcome: str) -> None:

@@ -26,7 +26,13 @@ from cache.buffers import BufferHandoff
 from db.models import User
 from db.repositories.batches import claim_batch, prune_applied
 from db.repositories.context import DataContext
-from db.repositories.values import LastSeenFlushResult, PushTarget, TelegramUserLike, UserData
+from db.repositories.values import (
+    LastSeenFlushResult,
+    PushClaim,
+    PushTarget,
+    TelegramUserLike,
+    UserData,
+)
 from db.types import Lang, Sign
 
 __all__ = ["USER_NEGATIVE_TTL", "USER_TTL", "UserNotFoundError", "UserRepository"]
@@ -427,21 +433,46 @@ class UserRepository:
         found.sort(key=lambda t: t.user.id)
         return found[:limit]
 
-    async def mark_pushed(self, user_id: int, local_date: dt.date) -> bool:
-        """Claim today's push for the user; False if it was already claimed (never send twice).
+    async def mark_pushed(self, user_id: int, local_date: dt.date) -> PushClaim | None:
+        """Claim the push of ``local_date`` for the user; None if it was already claimed (or
+        there is no such user): never send twice. The claim carries the ``last_push_date`` it
+        replaced, for ``unmark_pushed``.
 
-        A conditional UPDATE: of two senders racing for one user, the second blocks on the
-        row lock, re-evaluates the condition after the first commits, and gets no row.
+        One conditional UPDATE: of two senders racing for one user, the second blocks on the
+        row lock, re-evaluates the condition after the first commits, and gets no row. The
+        previous value comes from the same statement (a self-join on the row, locked FOR
+        UPDATE so it is the latest committed version, not the statement's snapshot).
         """
-        cond = (User.last_push_date.is_(None)) | (User.last_push_date < local_date)
-        return await self._update(user_id, [cond], last_push_date=local_date) is not None
+        old = (
+            select(User.id, User.last_push_date)
+            .where(User.id == user_id)
+            .with_for_update()
+            .subquery("old")
+        )
+        stmt = (
+            update(User)
+            .where(
+                User.id == old.c.id,
+                (User.last_push_date.is_(None)) | (User.last_push_date < local_date),
+            )
+            .values(last_push_date=local_date)
+            .returning(old.c.last_push_date)
+            .execution_options(synchronize_session=False)
+        )
+        row = (await self._session.execute(stmt)).first()
+        if row is None:
+            return None
+        self._ctx.cache.invalidate_after_commit(self._session, self.key(user_id))
+        return PushClaim(user_id=user_id, local_date=local_date, previous=row[0])
 
-    async def unmark_pushed(self, user_id: int, local_date: dt.date) -> bool:
-        """Undo ``mark_pushed`` after a failed send, so the user is due again today."""
+    async def unmark_pushed(self, claim: PushClaim) -> bool:
+        """Undo ``mark_pushed`` after a failed send: ``last_push_date`` goes back to exactly
+        what the claim replaced, so the user is due again. Conditional too: only while the
+        row still holds the claimed date (False otherwise: someone else moved it since)."""
         row = await self._update(
-            user_id,
-            [User.last_push_date == local_date],
-            last_push_date=local_date - dt.timedelta(days=1),
+            claim.user_id,
+            [User.last_push_date == claim.local_date],
+            last_push_date=claim.previous,
         )
         return row is not None
 

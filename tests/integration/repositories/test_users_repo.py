@@ -13,7 +13,7 @@ from sqlalchemy import select, text
 
 from cache import CacheAside, SideCommand
 from db.models import User
-from db.repositories import DataContext, UserNotFoundError, UserRepository
+from db.repositories import DataContext, PushClaim, UserNotFoundError, UserRepository
 from db.types import Lang, Sign
 from tests.helpers import RedisRoundTripCounter, TgUser, unit_of_work
 
@@ -347,8 +347,9 @@ async def test_due_for_push_walks_zones_and_mark_guards_double_send(ctx: DataCon
 
     async with unit_of_work(ctx.session_factory, ctx.cache) as s:
         repo = UserRepository(s, ctx)
-        assert await repo.mark_pushed(31, dt.date(2026, 11, 21))
-        assert not await repo.mark_pushed(31, dt.date(2026, 11, 21))
+        claim = await repo.mark_pushed(31, dt.date(2026, 11, 21))
+        assert claim == PushClaim(user_id=31, local_date=dt.date(2026, 11, 21), previous=None)
+        assert await repo.mark_pushed(31, dt.date(2026, 11, 21)) is None
     async with ctx.session_factory() as s:
         repo = UserRepository(s, ctx)
         got = await repo.get(31)
@@ -356,7 +357,7 @@ async def test_due_for_push_walks_zones_and_mark_guards_double_send(ctx: DataCon
         assert 31 not in [t.user.id for t in await repo.due_for_push(now, limit=100)]
     async with unit_of_work(ctx.session_factory, ctx.cache) as s:
         repo = UserRepository(s, ctx)
-        assert await repo.unmark_pushed(31, dt.date(2026, 11, 21))
+        assert await repo.unmark_pushed(claim)
         assert await repo.disable_push(34)
         assert await repo.count_push_subscribers() == 5
     async with ctx.session_factory() as s:
@@ -370,11 +371,61 @@ async def test_concurrent_mark_pushed_only_one_wins(ctx: DataContext) -> None:
     await create(ctx, TgUser(41))
     day = dt.date(2026, 11, 21)
 
-    async def claim() -> bool:
+    async def claim() -> PushClaim | None:
         async with unit_of_work(ctx.session_factory, ctx.cache) as s:
             return await UserRepository(s, ctx).mark_pushed(41, day)
 
-    assert sorted(await asyncio.gather(*(claim() for _ in range(6)))) == [False] * 5 + [True]
+    claims = await asyncio.gather(*(claim() for _ in range(6)))
+    assert [c for c in claims if c is not None] == [
+        PushClaim(user_id=41, local_date=day, previous=None)
+    ]
+    assert claims.count(None) == 5
+
+
+async def test_unmark_pushed_restores_exactly_the_previous_date(ctx: DataContext) -> None:
+    """A failed send puts back the last_push_date the claim replaced (not "the day before"),
+    and only while the row still holds the claimed date."""
+    day = dt.date(2026, 11, 21)
+    await create(ctx, TgUser(42))
+    await create(ctx, TgUser(43))
+    async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+        await s.execute(
+            text("UPDATE users SET last_push_date = :d WHERE id = 42"),
+            {"d": dt.date(2026, 11, 14)},
+        )
+    async with ctx.session_factory() as s:
+        await UserRepository(s, ctx).get(42)  # cached with the old date
+    async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+        repo = UserRepository(s, ctx)
+        claim = await repo.mark_pushed(42, day)
+        assert claim == PushClaim(user_id=42, local_date=day, previous=dt.date(2026, 11, 14))
+        assert await repo.mark_pushed(42, day) is None
+        never = await repo.mark_pushed(43, day)
+        assert never is not None and never.previous is None
+        assert await repo.mark_pushed(999, day) is None  # no such user
+    async with ctx.session_factory() as s:
+        got = await UserRepository(s, ctx).get(42)
+        assert got is not None and got.last_push_date == day  # invalidated after commit
+    async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+        repo = UserRepository(s, ctx)
+        assert await repo.unmark_pushed(claim)
+        assert await repo.unmark_pushed(never)
+        assert not await repo.unmark_pushed(claim)  # already undone: the guard holds
+    async with ctx.session_factory() as s:
+        repo = UserRepository(s, ctx)
+        got42, got43 = await repo.get(42), await repo.get(43)
+        assert got42 is not None and got42.last_push_date == dt.date(2026, 11, 14)
+        assert got43 is not None and got43.last_push_date is None
+    # a claim is not undone once the row moved on (a later day's push claimed it)
+    async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+        repo = UserRepository(s, ctx)
+        first = await repo.mark_pushed(42, day)
+        later = await repo.mark_pushed(42, day + dt.timedelta(days=1))
+        assert first is not None and later is not None and later.previous == day
+        assert not await repo.unmark_pushed(first)
+    async with ctx.session_factory() as s:
+        got = await UserRepository(s, ctx).get(42)
+        assert got is not None and got.last_push_date == day + dt.timedelta(days=1)
 
 
 def test_cache_type(cache: CacheAside) -> None:
