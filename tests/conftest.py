@@ -9,6 +9,8 @@ FLUSHALL). When they are unset, embedded servers (bot.embedded) start in a tempo
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -35,7 +37,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def embedded_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def embedded_stack() -> Iterator[Any]:
     need_pg = not os.environ.get("DATABASE_URL")
     need_redis = not os.environ.get("REDIS_URL")
     if not (need_pg or need_redis):
@@ -43,9 +45,16 @@ def embedded_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         return
     from bot.embedded import EmbeddedStack
 
-    base = tmp_path_factory.mktemp("embedded")
-    with EmbeddedStack(base, need_postgres=need_pg, need_redis=need_redis, persist=False) as stack:
-        yield stack
+    # Not under pytest's basetemp: a concurrent pytest session rotates old basetemp folders away,
+    # which would delete a running server's data directory.
+    base = Path(tempfile.mkdtemp(prefix="horo-test-embedded-"))
+    try:
+        with EmbeddedStack(
+            base, need_postgres=need_pg, need_redis=need_redis, persist=False
+        ) as stack:
+            yield stack
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
