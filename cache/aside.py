@@ -44,6 +44,7 @@ from cache.invalidation import invalidate_after_commit as _invalidate_after_comm
 from cache.keys import namespace_of
 from cache.lock import RedisLock, compare_and_apply, script_or_fallback
 from cache.metrics import CacheMetrics, default_metrics
+from cache.pipelining import NotSentError, PipelineBatcher
 from cache.singleflight import SingleFlight
 
 if TYPE_CHECKING:
@@ -100,6 +101,15 @@ class _NotFound:
 
 
 NOT_FOUND: Final = _NotFound()
+
+
+def _pool_exhausted(exc: BaseException) -> bool:
+    """redis-py's BlockingConnectionPool says "No connection available." after its timeout."""
+    while exc is not None:
+        if isinstance(exc, RedisConnectionError) and "No connection available" in str(exc):
+            return True
+        exc = exc.__cause__  # type: ignore[assignment]
+    return False
 
 
 class _NotSent(RedisConnectionError):
@@ -172,6 +182,7 @@ class CacheAside:
         self.lock_lease = lock_lease
         self.lock_wait = lock_wait
         self.op_timeout = op_timeout
+        self._batcher = PipelineBatcher(timeout=op_timeout)
         self._flight = SingleFlight()
         # one background refresh per key in this process (the refreshes' single-flight)
         self._refreshing: dict[str, asyncio.Task[None]] = {}
@@ -197,7 +208,10 @@ class CacheAside:
 
     def _redis_failed(self, ns: str, exc: BaseException) -> None:
         self.metrics.event(ns, "redis_error")
-        if isinstance(exc, _UNAVAILABLE):
+        if _pool_exhausted(exc):
+            # Our own pool was busy for pool_timeout: a local burst, not a sign Redis is down.
+            pass
+        elif isinstance(exc, _UNAVAILABLE):
             self.breaker.record_failure()
         else:  # the server answered (OOM, READONLY, WRONGTYPE...): it is alive
             self.breaker.record_success()
@@ -292,23 +306,13 @@ class CacheAside:
 
         Side commands whose reply is an error run their fallbacks; replies go to on_result.
         """
-        connected = False
+        commands = [side.args for side in also]
+        if cmd is not None:
+            commands.insert(0, cmd)
         try:
-            async with asyncio.timeout(self.op_timeout):
-                pipe = redis.pipeline(transaction=False)
-                if cmd is not None:
-                    pipe.execute_command(*cmd)
-                for side in also:
-                    pipe.execute_command(*side.args)
-                # Take (and connect) the connection first: a failure up to here means nothing
-                # was sent, so side commands can safely be replayed through their fallbacks.
-                pipe.connection = await redis.connection_pool.get_connection()  # type: ignore[no-untyped-call]
-                connected = True
-                results = await pipe.execute(raise_on_error=False)
-        except _REDIS_ERRORS as exc:
-            if not connected:
-                raise _NotSent(f"{type(exc).__name__}: {exc}") from exc
-            raise
+            results = await self._batcher.execute(redis, commands)
+        except NotSentError as exc:
+            raise _NotSent(str(exc)) from exc
         if cmd is None:
             results = [None, *results]
         failed = []
@@ -890,6 +894,7 @@ class CacheAside:
 
     async def aclose(self, *, cancel: bool = True) -> None:
         """Stop background refreshes (cancel, or wait when ``cancel=False``)."""
+        await self._batcher.aclose()
         tasks = list(self._tasks)
         if cancel:
             for task in tasks:

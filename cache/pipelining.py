@@ -1,0 +1,114 @@
+"""Auto-pipelining: concurrent command groups share one Redis pipeline.
+
+A read that carries side commands (a view counter, a last-seen stamp) cannot be coalesced with
+other reads of the same key, so without this every such read takes a pooled connection of its
+own. In a burst (10,000 people asking at midnight) that exhausts the pool, trips the breaker and
+sends every counter to Postgres one statement at a time. Here, groups submitted while a pipeline
+is in flight wait for the next one: at most ``max_in_flight`` pipelines (connections) are used,
+and each carries everything that queued up meanwhile. One group's commands stay contiguous and
+in order, so its reply slice is exactly what a pipeline of its own would have returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+
+__all__ = ["NotSentError", "PipelineBatcher"]
+
+
+class NotSentError(Exception):
+    """No connection could be had (refused, handshake timed out, pool empty): nothing ran."""
+
+
+class PipelineBatcher:
+    def __init__(self, *, timeout: float, max_in_flight: int = 4, max_batch: int = 1024) -> None:
+        self.timeout = timeout
+        self.max_in_flight = max_in_flight
+        self.max_batch = max_batch
+        self._pending: list[tuple[Redis, Sequence[tuple[Any, ...]], asyncio.Future[list[Any]]]] = []
+        self._in_flight = 0
+        self._scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.pipelines = 0  # executed pipelines, for tests and metrics
+
+    async def execute(self, redis: Redis, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Run ``commands`` in a shared pipeline; replies in order (errors as exceptions).
+
+        Raises NotSentError when nothing was sent, TimeoutError when the reply did not come
+        in time after sending (ambiguous), or another Redis error.
+        """
+        fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._pending.append((redis, commands, fut))
+        self._schedule()
+        # Shielded: a cancelled caller must not cancel a pipeline other callers share.
+        return await asyncio.shield(fut)
+
+    def _schedule(self) -> None:
+        if self._scheduled or not self._pending or self._in_flight >= self.max_in_flight:
+            return
+        self._scheduled = True
+        asyncio.get_running_loop().call_soon(self._start)
+
+    def _start(self) -> None:
+        self._scheduled = False
+        while self._pending and self._in_flight < self.max_in_flight:
+            redis = self._pending[0][0]
+            batch = [g for g in self._pending[: self.max_batch] if g[0] is redis]
+            taken = {id(g) for g in batch}
+            self._pending = [g for g in self._pending if id(g) not in taken]
+            self._in_flight += 1
+            task = asyncio.get_running_loop().create_task(self._run(redis, batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(
+        self,
+        redis: Redis,
+        batch: list[tuple[Redis, Sequence[tuple[Any, ...]], asyncio.Future[list[Any]]]],
+    ) -> None:
+        try:
+            replies = await self._send(redis, [cmd for _, cmds, _ in batch for cmd in cmds])
+        except BaseException as exc:
+            for _, _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc if isinstance(exc, Exception) else NotSentError())
+                    fut.exception()  # a cancelled caller leaves it unretrieved: no noise
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            i = 0
+            for _, cmds, fut in batch:
+                if not fut.done():
+                    fut.set_result(replies[i : i + len(cmds)])
+                i += len(cmds)
+        finally:
+            self._in_flight -= 1
+            self._schedule()
+
+    async def _send(self, redis: Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
+        connected = False
+        try:
+            async with asyncio.timeout(self.timeout):
+                pipe = redis.pipeline(transaction=False)
+                for cmd in commands:
+                    pipe.execute_command(*cmd)
+                # Take (and connect) the connection first: a failure up to here means nothing
+                # was sent, so side commands can safely be replayed through their fallbacks.
+                pipe.connection = await redis.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+                connected = True
+                self.pipelines += 1
+                return list(await pipe.execute(raise_on_error=False))
+        except Exception as exc:
+            if not connected and not isinstance(exc, NotSentError):
+                raise NotSentError(f"{type(exc).__name__}: {exc}") from exc
+            raise
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
