@@ -25,6 +25,7 @@ from cache import Codec, SideCommand
 from cache.buffers import BufferHandoff
 from db.models import User
 from db.repositories.batches import claim_batch, prune_applied
+from db.repositories.coalesce import CoalescingWriter, writer_for
 from db.repositories.context import DataContext
 from db.repositories.values import (
     LastSeenFlushResult,
@@ -309,9 +310,17 @@ class UserRepository:
         so "active users" stays right while Redis is down.
         """
 
+        factory = self._ctx.session_factory
+
+        async def apply(batch: dict[int, float]) -> None:
+            async with factory() as s, s.begin():
+                params = {"ids": list(batch), "stamps": list(batch.values())}
+                await s.execute(_APPLY_LAST_SEEN, params)
+
+        writer = writer_for(factory, "last_seen", lambda: CoalescingWriter(apply, max))
+
         async def fallback() -> None:
-            async with self._ctx.session_factory() as s, s.begin():
-                await s.execute(_APPLY_LAST_SEEN, {"ids": [user_id], "stamps": [stamp]})
+            await writer.add(user_id, stamp)
 
         return SideCommand(
             ("HSET", self.last_seen_key, str(user_id), str(int(stamp))), fallback=fallback

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import operator
 from collections.abc import Awaitable, Callable
 
 from redis.exceptions import RedisError
@@ -19,6 +20,7 @@ from cache import SideCommand
 from cache.buffers import BufferHandoff
 from db.models import AppliedBatch, HoroscopeView
 from db.repositories.batches import claim_batch, prune_applied
+from db.repositories.coalesce import CoalescingWriter, writer_for
 from db.repositories.context import DataContext
 from db.repositories.values import FlushResult
 from db.types import Sign
@@ -76,11 +78,23 @@ class HoroscopeViewRepository:
         )
 
     def _direct_increment(self, sign: Sign, date: dt.date) -> Callable[[], Awaitable[None]]:
-        async def fallback() -> None:
+        factory = self._ctx.session_factory
+
+        async def apply(batch: dict[tuple[Sign, dt.date], int]) -> None:
             # Its own short transaction: the fallback runs inside a cache read, which must not
             # depend on (or commit) the caller's unit of work.
-            async with self._ctx.session_factory() as s, s.begin():
-                await s.execute(_UPSERT, {"signs": [sign.value], "dates": [date], "counts": [1]})
+            params = {
+                "signs": [s.value for s, _ in batch],
+                "dates": [d for _, d in batch],
+                "counts": list(batch.values()),
+            }
+            async with factory() as s, s.begin():
+                await s.execute(_UPSERT, params)
+
+        writer = writer_for(factory, "views", lambda: CoalescingWriter(apply, operator.add))
+
+        async def fallback() -> None:
+            await writer.add((sign, date), 1)
 
         return fallback
 
