@@ -4,6 +4,8 @@ recognise "message is not modified" as harmless)."""
 
 from __future__ import annotations
 
+from functools import cache
+
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.callbacks import Day, DayCB, MenuAction, MenuCB, SetCB, Setting, SignCB
@@ -52,8 +54,12 @@ def _button(text: str, data: str) -> InlineKeyboardButton:
     return InlineKeyboardButton(text=text, callback_data=data)
 
 
+@cache
 def sign_keyboard(lang: Lang) -> InlineKeyboardMarkup:
-    """Twelve signs, three per row, in zodiac order: symbol and localised name."""
+    """Twelve signs, three per row, in zodiac order: symbol and localised name.
+
+    Built once per language: the markup is a frozen model that nobody mutates, and a warm
+    update should not pay for 13 pydantic models and 12 callback packs."""
     signs = list(Sign)
     rows = [
         [
@@ -68,7 +74,17 @@ def sign_keyboard(lang: Lang) -> InlineKeyboardMarkup:
 def horoscope_keyboard(
     lang: Lang, sign: Sign, day: Day, push_enabled: bool
 ) -> InlineKeyboardMarkup:
-    """Today / Tomorrow (the shown one marked), Change sign, Daily push on/off."""
+    """Today / Tomorrow (the shown one marked), Change sign, Daily push on/off.
+
+    One shared (frozen) markup per (lang, sign, day, push): 2 x 12 x 2 x 2 = 96 at most, built
+    on first use; /today is the hottest path and each build is 9 pydantic models."""
+    return _horoscope_keyboard(lang, sign, day, bool(push_enabled))
+
+
+@cache
+def _horoscope_keyboard(
+    lang: Lang, sign: Sign, day: Day, push_enabled: bool
+) -> InlineKeyboardMarkup:
     t = texts(lang)
     today = ("• " if day is Day.TODAY else "") + t.btn_today
     tomorrow = ("• " if day is Day.TOMORROW else "") + t.btn_tomorrow
