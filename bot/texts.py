@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 from dataclasses import dataclass
+from functools import lru_cache
 
 from bot.zodiac import sign_label
 from db.types import Lang, Sign
@@ -307,15 +308,24 @@ def horoscope_parts(
     keeps the header only and the whole text follows as a message; a text too long even for a
     message is cut at a word boundary rather than rejected.
     """
-    header = horoscope_header(sign, date, day_word, lang)
-    visible_header = html.unescape(_strip_tags(header))  # what Telegram counts
+    header, visible_len = _header_and_visible_len(sign, date, day_word, lang)
     body = text.strip()
-    if len(visible_header) + 2 + len(body) <= CAPTION_LIMIT:
+    if visible_len + 2 + len(body) <= CAPTION_LIMIT:
         return f"{header}\n\n{escape(body)}", None
-    room = MESSAGE_LIMIT - 2 - len(visible_header)
+    room = MESSAGE_LIMIT - 2 - visible_len
     if len(body) > room:
         body = _cut(body, room)
     return header, f"{header}\n\n{escape(body)}"
+
+
+@lru_cache(maxsize=1024)
+def _header_and_visible_len(
+    sign: Sign, date: dt.date, day_word: str, lang: Lang
+) -> tuple[str, int]:
+    """The header's markup and its visible length (what Telegram counts), per (sign, date,
+    word, lang): a handful of distinct values a day, built once instead of per update."""
+    header = horoscope_header(sign, date, day_word, lang)
+    return header, len(html.unescape(_strip_tags(header)))
 
 
 def _strip_tags(markup: str) -> str:
