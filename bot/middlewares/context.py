@@ -35,6 +35,26 @@ class _Outcome:
         self.value: str | None = None
 
 
+# Prometheus ``labels()`` takes a lock and builds a tuple key on every call: resolve each
+# child once per (type, outcome) and keep it (the label values are a small closed set).
+_updates_children: dict[tuple[str, str], Any] = {}
+_seconds_children: dict[str, Any] = {}
+
+
+def _count_update(kind: str, outcome: str) -> None:
+    child = _updates_children.get((kind, outcome))
+    if child is None:
+        child = _updates_children[(kind, outcome)] = UPDATES.labels(kind, outcome)
+    child.inc()
+
+
+def _observe_seconds(kind: str, seconds: float) -> None:
+    child = _seconds_children.get(kind)
+    if child is None:
+        child = _seconds_children[kind] = HANDLER_SECONDS.labels(kind)
+    child.observe(seconds)
+
+
 class ContextMiddleware(BaseMiddleware):
     """``inflight`` (optional) collects the tasks handling updates right now, so a shutdown can
     wait for them before closing the bot's session and the pools."""
@@ -62,14 +82,14 @@ class ContextMiddleware(BaseMiddleware):
         try:
             result = await handler(event, data)
         except BaseException:
-            UPDATES.labels(kind, "error").inc()
+            _count_update(kind, "error")
             raise
         else:
             label = outcome.value or ("ignored" if result is UNHANDLED else "ok")
-            UPDATES.labels(kind, label).inc()
+            _count_update(kind, label)
             return result
         finally:
-            HANDLER_SECONDS.labels(kind).observe(time.perf_counter() - start)
+            _observe_seconds(kind, time.perf_counter() - start)
             clear_context("update_id", "user_id")
             if task is not None and self.inflight is not None:
                 self.inflight.discard(task)
