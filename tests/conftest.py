@@ -160,8 +160,16 @@ def sql_counter(engine: AsyncEngine) -> Iterator[SQLCounter]:
 
 
 @pytest.fixture
-def key_prefix() -> str:
-    return f"t{uuid.uuid4().hex[:8]}"
+async def key_prefix(redis_url: str) -> AsyncIterator[str]:
+    """A Redis key prefix of this test's own; every key under it is deleted afterwards,
+    whichever client wrote it (engine, buffers, locks, a test's private client)."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    yield prefix
+    client = Redis.from_url(redis_url, decode_responses=False)
+    try:
+        await delete_prefix(client, prefix)
+    finally:
+        await client.aclose()
 
 
 async def delete_prefix(client: Redis, prefix: str) -> None:
@@ -177,11 +185,9 @@ async def delete_prefix(client: Redis, prefix: str) -> None:
 
 @pytest.fixture
 async def redis(redis_url: str, key_prefix: str) -> AsyncIterator[Redis]:
+    """A client on the test Redis; the test's keys go under ``key_prefix`` (cleaned by it)."""
     client = Redis.from_url(redis_url, decode_responses=False)
     try:
         yield client
     finally:
-        try:
-            await delete_prefix(client, key_prefix)
-        finally:
-            await client.aclose()
+        await client.aclose()
