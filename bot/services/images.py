@@ -55,6 +55,10 @@ Deliver = Callable[[PhotoMedia], Awaitable[Message | bool]]
 
 T = TypeVar("T")
 
+#: The label children resolved once (``labels()`` takes a lock and builds a key per call).
+_SENT_BY_FILE_ID = IMAGE_SENDS.labels("file_id")
+_SENT_BY_UPLOAD = IMAGE_SENDS.labels("upload")
+
 
 async def _call(call: Callable[[], Awaitable[T]], *, what: str, retry_429: bool) -> T:
     """``call()``, with one wait-and-retry on a 429 when ``retry_429`` (else the 429 raises)."""
@@ -301,7 +305,7 @@ class ImageSender:
             log.warning("file_id_rejected", asset=asset_key, error=str(exc))
             await self.store.forget(bot_id, asset_key)
             return None
-        IMAGE_SENDS.labels("file_id").inc()
+        _SENT_BY_FILE_ID.inc()
         return SentPhoto(result if isinstance(result, Message) else None, "file_id")
 
     async def _upload_once(
@@ -351,7 +355,7 @@ class ImageSender:
             what="photo_upload",
             retry_429=retry_429,
         )
-        IMAGE_SENDS.labels("upload").inc()
+        _SENT_BY_UPLOAD.inc()
         message = result if isinstance(result, Message) else None
         ref = _largest(message.photo if message is not None else None, sha)
         if ref is not None:
