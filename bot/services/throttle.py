@@ -22,6 +22,7 @@ import structlog
 from redis.asyncio import Redis
 
 from cache import KeySpace, SideCommand
+from cache.keys import MAX_KEY_BYTES
 
 __all__ = ["Decision", "Throttle", "ThrottleProbe"]
 
@@ -76,8 +77,13 @@ class Throttle:
         self.op_timeout = op_timeout
         self.keys = keys
         self.window_ms = max(1, int(rate * 1000))
+        self._key_base = keys.key("throttle")  # validated once; a user id is only digits
 
     def key(self, user_id: int) -> str:
+        if type(user_id) is int:  # what KeySpace.key renders, without re-validating the base
+            key = f"{self._key_base}:{user_id}"
+            if len(key) <= MAX_KEY_BYTES:
+                return key
         return self.keys.key("throttle", user_id)
 
     def probe(self, user_id: int) -> ThrottleProbe:
