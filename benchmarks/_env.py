@@ -38,6 +38,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.config import Settings
+from db.testing import temporary_database
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
@@ -65,35 +66,10 @@ def new_prefix() -> str:
 @contextlib.asynccontextmanager
 async def bench_database(server_url: str | None = None) -> AsyncIterator[str]:
     """A uniquely named database on the server, migrated to head, dropped at the end."""
-    import asyncpg  # type: ignore[import-untyped]
-
-    from db.migrate import upgrade
-
-    server = make_url(server_url or server_database_url())
-    name = f"horo_bench_{uuid.uuid4().hex[:10]}"
-    admin_dsn = server.set(drivername="postgresql").render_as_string(hide_password=False)
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    url = server.set(database=name).render_as_string(hide_password=False)
-    try:
-        await upgrade(url)
+    async with temporary_database(
+        server_url or server_database_url(), "horo_bench", drop_retry_delay=0.5
+    ) as url:
         yield url
-    finally:
-        for attempt in range(3):
-            try:
-                conn = await asyncpg.connect(admin_dsn)
-                try:
-                    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                finally:
-                    await conn.close()
-                break
-            except (asyncpg.PostgresError, OSError):
-                if attempt == 2:
-                    raise
-                await asyncio.sleep(0.5)
 
 
 async def truncate_all(engine: AsyncEngine) -> None:

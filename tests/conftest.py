@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from db.engine import create_engine, create_session_factory
+from db.testing import temporary_database
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = ("users", "image_assets", "horoscopes", "horoscope_views", "applied_batches")
@@ -71,41 +72,8 @@ def postgres_server_url(embedded_stack: Any) -> str:
 @pytest.fixture(scope="session")
 async def database_url(postgres_server_url: str) -> AsyncIterator[str]:
     """A database of our own for this run, created, migrated to head, and dropped at the end."""
-    import asyncpg
-
-    from db.migrate import upgrade
-
-    server = make_url(postgres_server_url)
-    name = f"horo_test_{uuid.uuid4().hex[:10]}"
-    admin_dsn = server.set(drivername="postgresql").render_as_string(hide_password=False)
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    url = server.set(database=name).render_as_string(hide_password=False)
-    try:
-        await upgrade(url)
+    async with temporary_database(postgres_server_url, "horo_test") as url:
         yield url
-    finally:
-        await _drop_database(admin_dsn, name)
-
-
-async def _drop_database(admin_dsn: str, name: str) -> None:
-    """Drop the run's database; a second attempt covers a connection the server just closed."""
-    import asyncpg
-
-    for attempt in range(3):
-        try:
-            conn = await asyncpg.connect(admin_dsn)
-            try:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                return
-            finally:
-                await conn.close()
-        except (asyncpg.PostgresError, OSError, asyncpg.exceptions.ConnectionDoesNotExistError):
-            if attempt == 2:
-                raise
 
 
 @pytest.fixture(scope="session")
