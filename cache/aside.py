@@ -55,6 +55,7 @@ __all__ = ["NOT_FOUND", "CacheAside", "Load", "SideCommand", "Ttl"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+V = TypeVar("V")
 
 #: ttl in seconds, or a function of the loaded value returning seconds (<= 0: do not cache)
 Ttl = float | Callable[[Any], float]
@@ -231,6 +232,19 @@ class CacheAside:
         expiry = int(time.time() * 1000) + px
         return _HDR.pack(kind, expiry, min(delta_ms, _MAX_DELTA_MS)) + payload
 
+    @staticmethod
+    def _open(data: bytes, codec: Codec[V]) -> tuple[V | _NotFound, int, int]:
+        """(value or NOT_FOUND, expiry ms, load ms) of an envelope.
+
+        Raises ``struct.error`` or ``CodecError`` when it cannot be decoded (unknown kind too).
+        """
+        kind, expiry, delta = _HDR.unpack_from(data)
+        if kind == _KIND_VALUE:
+            return codec.decode(memoryview(data)[_HDR_SIZE:]), expiry, delta
+        if kind == _KIND_NOT_FOUND:
+            return NOT_FOUND, expiry, delta
+        raise CodecError(f"unknown envelope kind {kind:#x}")
+
     async def _run_fallbacks(self, also: Sequence[SideCommand]) -> None:
         for cmd in also:
             if cmd.fallback is None:
@@ -353,40 +367,41 @@ class CacheAside:
         """
         ns = namespace_of(key)
         redis = self.redis
+        use_redis = False
         if redis is None or not self.breaker.allow():
             if also:
                 await self._run_fallbacks(also)
-            return await self._load(key, ns, loader, ttl, codec, negative_ttl, lock, False)
-        try:
-            if also:
-                data = await self._read_with_side(redis, ("GET", key), also)
-            else:
-                data = await self._get(redis, key)
-        except _REDIS_ERRORS as exc:
-            self._redis_failed(ns, exc)
-            if also:
-                await self._side_failed(also, exc)
-            return await self._load(key, ns, loader, ttl, codec, negative_ttl, lock, False)
-        self.breaker.record_success()
-        if data is not None:
+        else:
             try:
-                kind, expiry, delta = _HDR.unpack_from(data)
-                if kind == _KIND_VALUE:
-                    value = codec.decode(memoryview(data)[_HDR_SIZE:])
-                    self.metrics.event(ns, "hit")
-                    if early_refresh is not None:
-                        self._maybe_refresh(
-                            key, ns, loader, ttl, codec, negative_ttl, early_refresh, expiry, delta
-                        )
-                    return value
-                if kind == _KIND_NOT_FOUND:
-                    self.metrics.event(ns, "negative_hit")
-                    return None
-                raise CodecError(f"unknown envelope kind {kind:#x}")
-            except (struct.error, CodecError) as exc:
-                await self._drop_undecodable(redis, key, ns, exc)
-        self.metrics.event(ns, "miss")
-        return await self._load(key, ns, loader, ttl, codec, negative_ttl, lock, True)
+                if also:
+                    data = await self._read_with_side(redis, ("GET", key), also)
+                else:
+                    data = await self._get(redis, key)
+            except _REDIS_ERRORS as exc:
+                self._redis_failed(ns, exc)
+                if also:
+                    await self._side_failed(also, exc)
+            else:
+                self.breaker.record_success()
+                if data is not None:
+                    try:
+                        opened = self._open(data, codec)
+                    except (struct.error, CodecError) as exc:
+                        await self._drop_undecodable(redis, key, ns, exc)
+                    else:
+                        value, expiry, delta = opened
+                        if value is NOT_FOUND:
+                            self.metrics.event(ns, "negative_hit")
+                            return None
+                        self.metrics.event(ns, "hit")
+                        if early_refresh is not None:
+                            spec = Load(key, loader, codec, ttl, negative_ttl, lock, early_refresh)
+                            self._maybe_refresh(spec, ns, early_refresh, expiry, delta)
+                        return cast("T", value)
+                self.metrics.event(ns, "miss")
+                use_redis = True
+        spec = Load(key, loader, codec, ttl, negative_ttl, lock, early_refresh)
+        return await self._load(spec, ns, use_redis)
 
     async def _drop_undecodable(self, redis: Redis, key: str, ns: str, exc: Exception) -> None:
         self.metrics.event(ns, "decode_error")
@@ -401,31 +416,18 @@ class CacheAside:
         self, data: bytes, ld: Load[Any], ns: str
     ) -> tuple[bool, Any, bool]:  # (found, value, undecodable)
         try:
-            kind, expiry, delta = _HDR.unpack_from(data)
-            if kind == _KIND_VALUE:
-                value = ld.codec.decode(memoryview(data)[_HDR_SIZE:])
-                self.metrics.event(ns, "hit")
-                if ld.early_refresh is not None:
-                    self._maybe_refresh(
-                        ld.key,
-                        ns,
-                        ld.loader,
-                        ld.ttl,
-                        ld.codec,
-                        ld.negative_ttl,
-                        ld.early_refresh,
-                        expiry,
-                        delta,
-                    )
-                return True, value, False
-            if kind == _KIND_NOT_FOUND:
-                self.metrics.event(ns, "negative_hit")
-                return True, None, False
-            raise CodecError(f"unknown envelope kind {kind:#x}")
+            value, expiry, delta = self._open(data, ld.codec)
         except (struct.error, CodecError) as exc:
             self.metrics.event(ns, "decode_error")
             log.warning("undecodable cache value at %s: %s", ld.key, exc)
             return False, None, True
+        if value is NOT_FOUND:
+            self.metrics.event(ns, "negative_hit")
+            return True, None, False
+        self.metrics.event(ns, "hit")
+        if ld.early_refresh is not None:
+            self._maybe_refresh(ld, ns, ld.early_refresh, expiry, delta)
+        return True, value, False
 
     async def load_many(
         self, loads: Sequence[Load[Any]], *, also: Sequence[SideCommand] = ()
@@ -468,9 +470,7 @@ class CacheAside:
                     bad.append(ld.key)
             if use_redis:
                 self.metrics.event(ns, "miss")
-            coro = self._load(
-                ld.key, ns, ld.loader, ld.ttl, ld.codec, ld.negative_ttl, ld.lock, use_redis
-            )
+            coro = self._load(ld, ns, use_redis)
             pending.append((i, coro))
         if bad and redis is not None:
             await self._delete_quietly(redis, bad, first_ns)
@@ -503,40 +503,29 @@ class CacheAside:
                 out.append(None)
                 continue
             try:
-                kind, _, _ = _HDR.unpack_from(data)
-                if kind == _KIND_VALUE:
-                    out.append(codec.decode(memoryview(data)[_HDR_SIZE:]))
-                    self.metrics.event(kns, "hit")
-                elif kind == _KIND_NOT_FOUND:
-                    out.append(None)
-                    self.metrics.event(kns, "negative_hit")
-                else:
-                    raise CodecError(f"unknown envelope kind {kind:#x}")
+                value = self._open(data, codec)[0]
             except (struct.error, CodecError):
                 self.metrics.event(kns, "decode_error")
                 out.append(None)
+                continue
+            if value is NOT_FOUND:
+                out.append(None)
+                self.metrics.event(kns, "negative_hit")
+            else:
+                out.append(cast("T", value))
+                self.metrics.event(kns, "hit")
         return out
 
     # ------------------------------------------------------------------ loading
 
-    async def _load(
-        self,
-        key: str,
-        ns: str,
-        loader: Callable[[], Awaitable[T | None]],
-        ttl: Ttl,
-        codec: Codec[T],
-        negative_ttl: float | None,
-        lock: bool,
-        use_redis: bool,
-    ) -> T | None:
-        if key in self._flight:
+    async def _load(self, ld: Load[T], ns: str, use_redis: bool) -> T | None:
+        if ld.key in self._flight:
             self.metrics.event(ns, "singleflight_joined")
 
         async def once() -> T | None:
-            return await self._load_once(key, ns, loader, ttl, codec, negative_ttl, lock, use_redis)
+            return await self._load_once(ld, ns, use_redis)
 
-        return await self._flight.do(key, once)
+        return await self._flight.do(ld.key, once)
 
     async def _call_loader(self, ns: str, loader: Callable[[], Awaitable[T | None]]) -> T | None:
         start = time.perf_counter()
@@ -550,52 +539,42 @@ class CacheAside:
         self.metrics.event(ns, "load")
         return value
 
-    def _payload(
-        self, value: T | None, ttl: Ttl, codec: Codec[T], negative_ttl: float | None, delta: int
-    ) -> tuple[bytes, int]:
+    def _payload(self, value: T | None, ld: Load[T], delta: int) -> tuple[bytes, int]:
         """Envelope + PX for a loaded value; px 0 means "do not cache"."""
         if value is None:
-            if negative_ttl is None:
+            if ld.negative_ttl is None:
                 return b"", 0
-            px = self._ttl_ms(negative_ttl, None)
+            px = self._ttl_ms(ld.negative_ttl, None)
             return (self._envelope(_KIND_NOT_FOUND, px, delta), px) if px else (b"", 0)
-        px = self._ttl_ms(ttl, value)
+        px = self._ttl_ms(ld.ttl, value)
         if not px:
             return b"", 0
-        return self._envelope(_KIND_VALUE, px, delta, codec.encode(value)), px
+        return self._envelope(_KIND_VALUE, px, delta, ld.codec.encode(value)), px
 
-    async def _load_once(
-        self,
-        key: str,
-        ns: str,
-        loader: Callable[[], Awaitable[T | None]],
-        ttl: Ttl,
-        codec: Codec[T],
-        negative_ttl: float | None,
-        lock: bool,
-        use_redis: bool,
-    ) -> T | None:
+    async def _load_once(self, ld: Load[T], ns: str, use_redis: bool) -> T | None:
+        key, loader = ld.key, ld.loader
         redis = self._usable() if use_redis else None
         if redis is None:
             return await self._call_loader(ns, loader)
-        if not lock:
+        if not ld.lock:
             start = time.perf_counter()
             value = await self._call_loader(ns, loader)
             delta = int((time.perf_counter() - start) * 1000)
-            await self._write_plain(redis, key, ns, value, ttl, codec, negative_ttl, delta)
+            await self._write_plain(redis, ld, ns, value, delta)
             return value
         lk = RedisLock(redis, key + ":lock", lease=self.lock_lease)
         if await self._try_acquire(lk, ns):
-            return await self._load_as_holder(lk, key, ns, loader, ttl, codec, negative_ttl)
+            return await self._load_as_holder(lk, ld, ns)
         if lk.lost:  # Redis failed while trying: degrade to the loader, do not wait
             return await self._call_loader(ns, loader)
         self.metrics.event(ns, "lock_waited")
         data = await self._wait_for_value(redis, key, ns)
         if data is not None:
             try:
+                # Unlike _open, an unknown kind is not dropped here: it falls through to a load.
                 kind, _, _ = _HDR.unpack_from(data)
                 if kind == _KIND_VALUE:
-                    return codec.decode(memoryview(data)[_HDR_SIZE:])
+                    return ld.codec.decode(memoryview(data)[_HDR_SIZE:])
                 if kind == _KIND_NOT_FOUND:
                     return None
             except (struct.error, CodecError) as exc:
@@ -603,7 +582,7 @@ class CacheAside:
         # No value after the bound (holder crashed, failed, or its write was invalidated):
         # take the lock if it is free now, otherwise load without writing.
         if self.breaker.allow() and await self._try_acquire(lk, ns):
-            return await self._load_as_holder(lk, key, ns, loader, ttl, codec, negative_ttl)
+            return await self._load_as_holder(lk, ld, ns)
         return await self._call_loader(ns, loader)
 
     async def _try_acquire(self, lk: RedisLock, ns: str) -> bool:
@@ -620,28 +599,19 @@ class CacheAside:
             self.metrics.event(ns, "lock_acquired")
         return got
 
-    async def _load_as_holder(
-        self,
-        lk: RedisLock,
-        key: str,
-        ns: str,
-        loader: Callable[[], Awaitable[T | None]],
-        ttl: Ttl,
-        codec: Codec[T],
-        negative_ttl: float | None,
-    ) -> T | None:
+    async def _load_as_holder(self, lk: RedisLock, ld: Load[T], ns: str) -> T | None:
         payload, px = b"", 0
         async with lk.hold(acquire=False):
             start = time.perf_counter()
             try:
-                value = await self._call_loader(ns, loader)
+                value = await self._call_loader(ns, ld.loader)
                 delta = int((time.perf_counter() - start) * 1000)
-                payload, px = self._payload(value, ttl, codec, negative_ttl, delta)
+                payload, px = self._payload(value, ld, delta)
             finally:
                 # Runs on success and on loader errors (px 0: just release and wake the
                 # waiters so they fall back at once). Marks the lock released so that
                 # hold() does not spend a round trip releasing it again.
-                await self._commit(lk, key, ns, payload, px)
+                await self._commit(lk, ld.key, ns, payload, px)
         return value
 
     async def _commit(self, lk: RedisLock, key: str, ns: str, payload: bytes, px: int) -> None:
@@ -670,22 +640,14 @@ class CacheAside:
             lk.forget()  # do not try again in hold(); the lease expires by itself
 
     async def _write_plain(
-        self,
-        redis: Redis,
-        key: str,
-        ns: str,
-        value: T | None,
-        ttl: Ttl,
-        codec: Codec[T],
-        negative_ttl: float | None,
-        delta: int,
+        self, redis: Redis, ld: Load[T], ns: str, value: T | None, delta: int
     ) -> None:
-        payload, px = self._payload(value, ttl, codec, negative_ttl, delta)
+        payload, px = self._payload(value, ld, delta)
         if not px:
             return
         try:
             async with asyncio.timeout(self.op_timeout):
-                await redis.set(key, payload, px=px)
+                await redis.set(ld.key, payload, px=px)
         except _REDIS_ERRORS as exc:
             self._redis_failed(ns, exc)
 
@@ -725,16 +687,7 @@ class CacheAside:
     # ------------------------------------------------------------------ early refresh
 
     def _maybe_refresh(
-        self,
-        key: str,
-        ns: str,
-        loader: Callable[[], Awaitable[T | None]],
-        ttl: Ttl,
-        codec: Codec[T],
-        negative_ttl: float | None,
-        early_refresh: float,
-        expiry: int,
-        delta: int,
+        self, ld: Load[Any], ns: str, early_refresh: float, expiry: int, delta: int
     ) -> None:
         """XFetch: refresh when ``now + early_refresh - delta * beta * ln(rand) >= expiry``.
 
@@ -750,6 +703,7 @@ class CacheAside:
         if now_ms + gap < expiry:
             return
         self.metrics.event(ns, "stale_served")
+        key = ld.key
         if key in self._refreshing:
             return
         backoff = self._refresh_backoff.get(key)
@@ -757,9 +711,7 @@ class CacheAside:
             if backoff > now_ms:
                 return
             del self._refresh_backoff[key]
-        task = asyncio.get_running_loop().create_task(
-            self._refresh(key, ns, loader, ttl, codec, negative_ttl)
-        )
+        task = asyncio.get_running_loop().create_task(self._refresh(ld, ns))
         self._refreshing[key] = task
         self._track(task)
         task.add_done_callback(lambda t: self._refresh_done(key, t))
@@ -768,15 +720,8 @@ class CacheAside:
         if self._refreshing.get(key) is task:
             del self._refreshing[key]
 
-    async def _refresh(
-        self,
-        key: str,
-        ns: str,
-        loader: Callable[[], Awaitable[T | None]],
-        ttl: Ttl,
-        codec: Codec[T],
-        negative_ttl: float | None,
-    ) -> None:
+    async def _refresh(self, ld: Load[Any], ns: str) -> None:
+        key = ld.key
         redis = self._usable()
         if redis is None:
             return
@@ -789,7 +734,7 @@ class CacheAside:
             return
         self.metrics.event(ns, "early_refresh")
         try:
-            await self._load_as_holder(lk, key, ns, loader, ttl, codec, negative_ttl)
+            await self._load_as_holder(lk, ld, ns)
         except Exception:  # keep serving the current value; the next window retries
             log.exception("early refresh of %s failed", key)
 
