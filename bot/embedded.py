@@ -628,43 +628,84 @@ def start_postgres(
     ]
     if not durable:
         settings += ["fsync=off", "full_page_writes=off"]
+    return _spawn_until_ready(
+        "postgres",
+        chosen,
+        may_retry,
+        argv=lambda p: [
+            str(bin_dir / "postgres"),
+            *("-D", str(pgdata), "-p", str(p)),
+            *(arg for setting in settings for arg in ("-c", setting)),
+        ],
+        url=lambda p: f"postgresql+asyncpg://postgres@{HOST}:{p}/postgres",
+        ready=lambda p, pid: _postmaster_ready(pgdata, pid) and _wait_port_open(p),
+        data_dir=data_dir,
+        cwd=pgdata,
+        log_file=log_file,
+        stop_signal=signal.SIGINT,
+        kill_signal=signal.SIGQUIT,
+        started=started,
+        popen_kwargs=_subprocess_user_kwargs(run_as),
+        initdb=initdb_seconds > 0,
+    )
+
+
+def _spawn_until_ready(
+    kind: str,
+    chosen: int,
+    may_retry: bool,
+    *,
+    argv: Callable[[int], list[str]],
+    url: Callable[[int], str],
+    ready: Callable[[int, int], bool],
+    data_dir: Path,
+    cwd: Path,
+    log_file: Path,
+    stop_signal: int,
+    kill_signal: int,
+    started: float,
+    popen_kwargs: dict[str, Any],
+    **log_fields: Any,
+) -> EmbeddedServer:
+    """Spawn ``argv(port)`` and wait until ``ready(port, pid)``; the server's output goes to
+    log_file. When it dies on a bind error (the port was taken after we chose it) and the port
+    was not asked for explicitly, try again (twice at most) on a random free port; otherwise
+    raise EmbeddedError with the tail of its log."""
+    name = {"postgres": "Postgres", "valkey": "Valkey"}[kind]
     for attempt in range(3):
-        args = [str(bin_dir / "postgres"), "-D", str(pgdata), "-p", str(chosen)]
-        for setting in settings:
-            args += ["-c", setting]
         with _open_log(log_file) as out:
             offset = out.tell()
             proc = subprocess.Popen(
-                args,
+                argv(chosen),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=_child_env(),
-                cwd=str(pgdata),
+                cwd=str(cwd),
                 start_new_session=True,
-                preexec_fn=_pdeathsig_preexec(signal.SIGINT),
-                **_subprocess_user_kwargs(run_as),
+                preexec_fn=_pdeathsig_preexec(stop_signal),
+                **popen_kwargs,
             )
         server = EmbeddedServer(
-            url=f"postgresql+asyncpg://postgres@{HOST}:{chosen}/postgres",
+            url=url(chosen),
             data_dir=data_dir,
-            kind="postgres",
+            kind=kind,
             port=chosen,
             pid=proc.pid,
             log_file=log_file,
             _process=proc,
-            _stop_signal=signal.SIGINT,
-            _kill_signal=signal.SIGQUIT,
+            _stop_signal=stop_signal,
+            _kill_signal=kill_signal,
         )
         deadline = time.monotonic() + _START_TIMEOUT
         while proc.poll() is None and time.monotonic() < deadline:
-            if _postmaster_ready(pgdata, proc.pid) and _wait_port_open(chosen):
+            if ready(chosen, proc.pid):
                 log.info(
-                    "embedded_postgres_started",
+                    f"embedded_{kind}_started",
                     url=server.url,
                     data_dir=str(data_dir),
                     pid=proc.pid,
-                    initdb=initdb_seconds > 0,
+                    **log_fields,
                     seconds=round(time.monotonic() - started, 3),
                 )
                 return server
@@ -673,10 +714,10 @@ def start_postgres(
         server.stop()
         if may_retry and attempt < 2 and any(e in output.lower() for e in _BIND_ERRORS):
             new_port = _random_free_port()
-            log.info("embedded_postgres_port_busy", port=chosen, fallback=new_port)
+            log.info(f"embedded_{kind}_port_busy", port=chosen, fallback=new_port)
             chosen = new_port
             continue
-        raise EmbeddedError(f"Postgres did not start, see {log_file}:\n{output[-3000:]}")
+        raise EmbeddedError(f"{name} did not start, see {log_file}:\n{output[-3000:]}")
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -780,57 +821,31 @@ def start_valkey(
         if persist
         else ["--appendonly", "no", "--save", ""]
     )
-    for attempt in range(3):
-        args = [str(binary), "--bind", HOST, "--port", str(chosen), "--protected-mode", "yes"]
+
+    def argv(p: int) -> list[str]:
+        args = [str(binary), "--bind", HOST, "--port", str(p), "--protected-mode", "yes"]
         args += ["--daemonize", "no", "--supervised", "no", "--unixsocket", ""]
         args += ["--dir", str(data_dir), "--dbfilename", "dump.rdb"]
         args += ["--pidfile", str(data_dir / "valkey.pid"), "--logfile", ""]
         args += ["--always-show-logo", "no", *persistence]
-        with _open_log(log_file) as out:
-            offset = out.tell()
-            proc = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=str(data_dir),
-                env=_child_env(),
-                start_new_session=True,
-                preexec_fn=_pdeathsig_preexec(signal.SIGTERM),
-            )
-        server = EmbeddedServer(
-            url=f"redis://{HOST}:{chosen}/0",
-            data_dir=data_dir,
-            kind="valkey",
-            port=chosen,
-            pid=proc.pid,
-            log_file=log_file,
-            _process=proc,
-            _stop_signal=signal.SIGTERM,
-            _kill_signal=signal.SIGKILL,
-        )
-        deadline = time.monotonic() + _START_TIMEOUT
-        while proc.poll() is None and time.monotonic() < deadline:
-            if _valkey_ping(chosen):
-                log.info(
-                    "embedded_valkey_started",
-                    url=server.url,
-                    data_dir=str(data_dir),
-                    pid=proc.pid,
-                    persist=persist,
-                    seconds=round(time.monotonic() - started, 3),
-                )
-                return server
-            time.sleep(0.02)
-        output = _read_from(log_file, offset)
-        server.stop()
-        if may_retry and attempt < 2 and any(e in output.lower() for e in _BIND_ERRORS):
-            new_port = _random_free_port()
-            log.info("embedded_valkey_port_busy", port=chosen, fallback=new_port)
-            chosen = new_port
-            continue
-        raise EmbeddedError(f"Valkey did not start, see {log_file}:\n{output[-3000:]}")
-    raise AssertionError("unreachable")  # pragma: no cover
+        return args
+
+    return _spawn_until_ready(
+        "valkey",
+        chosen,
+        may_retry,
+        argv=argv,
+        url=lambda p: f"redis://{HOST}:{p}/0",
+        ready=lambda p, _pid: _valkey_ping(p),
+        data_dir=data_dir,
+        cwd=data_dir,
+        log_file=log_file,
+        stop_signal=signal.SIGTERM,
+        kill_signal=signal.SIGKILL,
+        started=started,
+        popen_kwargs={},
+        persist=persist,
+    )
 
 
 # --------------------------------------------------------------------------------------------
