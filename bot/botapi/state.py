@@ -953,6 +953,17 @@ class BotAPIState:
         self._emit("message_sent", bot_id=msg.bot_id, chat_id=msg.chat_id, message=data)
         return data
 
+    def _chat_message(self, bot: FakeBot, p: Params, not_found: str) -> StoredMessage:
+        """The live message (chat_id, message_id) of ``p`` in this bot's chat, or 400."""
+        user = self._chat_user(bot, p, initiating=False)
+        message_id = p.get_int("message_id")
+        if message_id is None:
+            raise bad_request("message identifier is not specified")
+        msg = self.message(user.id, message_id, bot_id=bot.id)
+        if msg is None or msg.deleted:
+            raise bad_request(not_found)
+        return msg
+
     def _edit_target(self, bot: FakeBot, p: Params) -> StoredMessage:
         inline_id = p.get_str("inline_message_id")
         if inline_id is not None:
@@ -960,13 +971,7 @@ class BotAPIState:
             if msg is None or msg.bot_id != bot.id:
                 raise bad_request("MESSAGE_ID_INVALID")
             return msg
-        user = self._chat_user(bot, p, initiating=False)
-        message_id = p.get_int("message_id")
-        if message_id is None:
-            raise bad_request("message identifier is not specified")
-        msg = self.message(user.id, message_id, bot_id=bot.id)
-        if msg is None or msg.deleted:
-            raise bad_request("message to edit not found")
+        msg = self._chat_message(bot, p, "message to edit not found")
         if not msg.outgoing:
             raise bad_request("message can't be edited")
         return msg
@@ -1235,16 +1240,14 @@ class BotAPIState:
         return self._edited(msg)
 
     async def _m_deletemessage(self, bot: FakeBot, p: Params) -> bool:
-        user = self._chat_user(bot, p, initiating=False)
-        message_id = p.get_int("message_id")
-        if message_id is None:
-            raise bad_request("message identifier is not specified")
-        msg = self.message(user.id, message_id, bot_id=bot.id)
-        if msg is None or msg.deleted:
-            raise bad_request("message to delete not found")
+        msg = self._chat_message(bot, p, "message to delete not found")
         msg.deleted = True
         self._emit(
-            "message_deleted", bot_id=bot.id, chat_id=user.id, message_id=message_id, by="bot"
+            "message_deleted",
+            bot_id=bot.id,
+            chat_id=msg.chat_id,
+            message_id=msg.message_id,
+            by="bot",
         )
         return True
 
