@@ -8,7 +8,7 @@ file counts as absent, so a changed picture is uploaded once more instead of sho
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
@@ -27,6 +27,21 @@ FILE_ID_TTL: Final = 7 * 86_400.0
 FILE_ID_NEGATIVE_TTL: Final = 60.0
 
 _CODEC: Final[Codec[FileRef]] = Codec(FileRef)
+
+#: The columns that make a FileRef (see _file_ref).
+_FILE_REF_COLUMNS: Final = (
+    ImageAsset.file_id,
+    ImageAsset.file_unique_id,
+    ImageAsset.content_sha256,
+)
+
+
+def _file_ref(row: Any) -> FileRef:
+    return FileRef(
+        file_id=row.file_id,
+        file_unique_id=row.file_unique_id,
+        content_sha256=row.content_sha256,
+    )
 
 
 class SessionRequiredError(RuntimeError):
@@ -64,20 +79,12 @@ class ImageAssetRepository:
             async with self._ctx.session_factory() as s:
                 row = (
                     await s.execute(
-                        select(
-                            ImageAsset.file_id,
-                            ImageAsset.file_unique_id,
-                            ImageAsset.content_sha256,
-                        ).where(ImageAsset.bot_id == bot_id, ImageAsset.asset_key == asset_key)
+                        select(*_FILE_REF_COLUMNS).where(
+                            ImageAsset.bot_id == bot_id, ImageAsset.asset_key == asset_key
+                        )
                     )
                 ).first()
-            if row is None:
-                return None
-            return FileRef(
-                file_id=row.file_id,
-                file_unique_id=row.file_unique_id,
-                content_sha256=row.content_sha256,
-            )
+            return None if row is None else _file_ref(row)
 
         return load
 
@@ -190,24 +197,11 @@ class ImageAssetRepository:
         async with self._ctx.session_factory() as s:
             rows = (
                 await s.execute(
-                    select(
-                        ImageAsset.asset_key,
-                        ImageAsset.file_id,
-                        ImageAsset.file_unique_id,
-                        ImageAsset.content_sha256,
-                    ).where(ImageAsset.bot_id == bot_id)
+                    select(ImageAsset.asset_key, *_FILE_REF_COLUMNS).where(
+                        ImageAsset.bot_id == bot_id
+                    )
                 )
             ).all()
-        items = [
-            (
-                self.key(bot_id, row.asset_key),
-                FileRef(
-                    file_id=row.file_id,
-                    file_unique_id=row.file_unique_id,
-                    content_sha256=row.content_sha256,
-                ),
-            )
-            for row in rows
-        ]
+        items = [(self.key(bot_id, row.asset_key), _file_ref(row)) for row in rows]
         await self._ctx.cache.set_many(items, ttl=FILE_ID_TTL, codec=_CODEC)
         return len(items)
