@@ -6,30 +6,29 @@ while adding a language later is a one-line constraint change instead of ALTER T
 
 from __future__ import annotations
 
+import enum
+
 from sqlalchemy import Enum
 
 from db.types import Lang, Sign
 
 
-def sign_type() -> Enum:
+def _value_enum(enum_cls: type[enum.Enum], name: str, length: int) -> Enum:
+    """A VARCHAR(length) + CHECK column storing the members' values (not their names)."""
     return Enum(
-        Sign,
-        name="zodiac_sign",
+        enum_cls,
+        name=name,
         native_enum=False,
         create_constraint=True,
-        length=16,
-        values_callable=lambda enum: [member.value for member in enum],
+        length=length,
+        values_callable=lambda members: [member.value for member in members],
         validate_strings=True,
     )
+
+
+def sign_type() -> Enum:
+    return _value_enum(Sign, "zodiac_sign", 16)
 
 
 def lang_type() -> Enum:
-    return Enum(
-        Lang,
-        name="lang",
-        native_enum=False,
-        create_constraint=True,
-        length=8,
-        values_callable=lambda enum: [member.value for member in enum],
-        validate_strings=True,
-    )
+    return _value_enum(Lang, "lang", 8)
