@@ -38,6 +38,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.config import Settings
+from cache import create_redis
+from db.engine import create_engine
 from db.testing import temporary_database
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -70,6 +72,33 @@ async def bench_database(server_url: str | None = None) -> AsyncIterator[str]:
         server_url or server_database_url(), "horo_bench", drop_retry_delay=0.5
     ) as url:
         yield url
+
+
+async def database_or_bench(stack: contextlib.AsyncExitStack, database_url: str | None) -> str:
+    """``database_url`` when the caller brings one, else a ``bench_database`` kept by ``stack``."""
+    if database_url is not None:
+        return database_url
+    return await stack.enter_async_context(bench_database())
+
+
+def bot_engine(database_url: str, settings: Settings) -> AsyncEngine:
+    """An engine with the bot's pool settings (size, overflow, timeout)."""
+    return create_engine(
+        database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout,
+    )
+
+
+def bot_redis(url: str, settings: Settings) -> Redis:
+    """A Redis client with the bot's timeouts and pool size."""
+    return create_redis(
+        url,
+        socket_timeout=settings.redis_socket_timeout,
+        socket_connect_timeout=settings.redis_socket_timeout,
+        max_connections=settings.redis_max_connections,
+    )
 
 
 async def truncate_all(engine: AsyncEngine) -> None:

@@ -39,9 +39,11 @@ from benchmarks._env import (
     LocalSession,
     RedisCounter,
     SQLCounter,
-    bench_database,
     bench_settings,
+    bot_engine,
+    bot_redis,
     command_update,
+    database_or_bench,
     delete_prefix,
     local_bot,
     new_prefix,
@@ -49,6 +51,7 @@ from benchmarks._env import (
     redis_url,
     server_versions,
     tg_user,
+    truncate_all,
 )
 from benchmarks._util import machine, percentile, render_table, write_json
 from benchmarks.seed_baseline import build_seed_bot
@@ -56,8 +59,8 @@ from bot.app import AppContext, build_app
 from bot.config import Settings
 from bot.generation.template import TemplateGenerator
 from bot.services.horoscope import sign_asset
-from cache import CacheAside, CacheMetrics, KeySpace, create_redis
-from db.engine import create_engine, create_session_factory
+from cache import CacheAside, CacheMetrics, KeySpace
+from db.engine import create_session_factory
 from db.models import ImageAsset
 from db.repositories import DataContext, HoroscopeRepository
 from db.types import Lang, Sign
@@ -154,33 +157,16 @@ async def world(n_users: int, *, database_url: str | None = None) -> AsyncIterat
     url = redis_url()
     prefix = new_prefix()
     async with contextlib.AsyncExitStack() as stack:
-        db_url: str = (
-            database_url
-            if database_url is not None
-            else await stack.enter_async_context(bench_database())
-        )
+        db_url = await database_or_bench(stack, database_url)
         settings = bench_settings(prefix, database_url=db_url, redis_url=url)
-        engine = create_engine(
-            db_url,
-            pool_size=settings.db_pool_size,
-            max_overflow=settings.db_max_overflow,
-            pool_timeout=settings.db_pool_timeout,
-        )
+        engine = bot_engine(db_url, settings)
         stack.push_async_callback(engine.dispose)
-        client = create_redis(
-            url,
-            socket_timeout=settings.redis_socket_timeout,
-            socket_connect_timeout=settings.redis_socket_timeout,
-            max_connections=settings.redis_max_connections,
-        )
+        client = bot_redis(url, settings)
         stack.push_async_callback(client.aclose)
         cleaner = Redis.from_url(url)
         stack.push_async_callback(cleaner.aclose)
         stack.push_async_callback(delete_prefix, cleaner, prefix)
-        async with engine.begin() as conn:
-            await conn.execute(
-                text("TRUNCATE users, image_assets, horoscopes, horoscope_views, applied_batches")
-            )
+        await truncate_all(engine)
         users = [(FIRST_USER_ID + i, LANGS[i % 2].value) for i in range(n_users)]  # (id, language)
         await _insert_users(engine, users)
         sessions = create_session_factory(engine)

@@ -25,8 +25,8 @@ from sqlalchemy import text
 
 from benchmarks._env import (
     BOT_ID,
-    bench_database,
     bench_settings,
+    database_or_bench,
     delete_prefix,
     new_prefix,
     quiet_logs,
@@ -87,11 +87,7 @@ async def run(
     rng = random.Random(42)
     with quiet_logs():
         async with contextlib.AsyncExitStack() as stack:
-            db_url: str = (
-                database_url
-                if database_url is not None
-                else await stack.enter_async_context(bench_database())
-            )
+            db_url = await database_or_bench(stack, database_url)
             settings = bench_settings(prefix, database_url=db_url, redis_url=url)
             engine = create_engine(db_url)
             stack.push_async_callback(engine.dispose)

@@ -20,10 +20,9 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
-from benchmarks._env import RedisCounter, free_port, hung_redis, quiet_logs
+from benchmarks._env import RedisCounter, bot_redis, free_port, hung_redis, quiet_logs
 from benchmarks._util import machine, render_table, write_json
 from benchmarks.bot_throughput import drive, interleaved, warm_up, world
-from cache import create_redis
 
 LABELS = {
     "redis-up": "Redis up",
@@ -52,18 +51,12 @@ async def run(
             hung_redis() as hung_url,
             contextlib.AsyncExitStack() as stack,
         ):
-            s = w.settings
             clients = {}
             for name, url in (
                 ("closed-port", f"redis://127.0.0.1:{free_port()}/0"),
                 ("hung", hung_url),
             ):
-                client = create_redis(
-                    url,
-                    socket_timeout=s.redis_socket_timeout,
-                    socket_connect_timeout=s.redis_socket_timeout,
-                    max_connections=s.redis_max_connections,
-                )
+                client = bot_redis(url, w.settings)
                 stack.push_async_callback(client.aclose)
                 clients[name] = client
             up = w.app_variant("redis-up")

@@ -27,8 +27,10 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 
 from benchmarks._env import (
-    bench_database,
     bench_settings,
+    bot_engine,
+    bot_redis,
+    database_or_bench,
     delete_prefix,
     new_prefix,
     quiet_logs,
@@ -38,7 +40,7 @@ from benchmarks._env import (
 )
 from benchmarks._util import machine, percentile, render_table, write_json
 from bot.generation.template import TemplateGenerator
-from cache import CacheAside, CacheMetrics, KeySpace, create_redis
+from cache import CacheAside, CacheMetrics, KeySpace
 from db.engine import create_engine, create_session_factory
 from db.repositories import DataContext, HoroscopeRepository
 from db.types import GeneratedHoroscope, Lang, Sign
@@ -79,18 +81,8 @@ async def _one_process(
 ) -> dict[str, Any]:
     """``requests`` get_or_generate calls spread over ``spread`` s; the bot's pool settings."""
     settings = bench_settings(prefix, database_url=database_url, redis_url=redis_url())
-    engine = create_engine(
-        database_url,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
-        pool_timeout=settings.db_pool_timeout,
-    )
-    client = create_redis(
-        redis_url(),
-        socket_timeout=settings.redis_socket_timeout,
-        socket_connect_timeout=settings.redis_socket_timeout,
-        max_connections=settings.redis_max_connections,
-    )
+    engine = bot_engine(database_url, settings)
+    client = bot_redis(redis_url(), settings)
     side = Redis.from_url(redis_url())
     metrics = CacheMetrics(CollectorRegistry())
     cache = CacheAside(client, metrics=metrics, op_timeout=settings.redis_socket_timeout)
@@ -273,11 +265,7 @@ async def run(
     with quiet_logs():
         _silence_fallback_errors()
         async with contextlib.AsyncExitStack() as stack:
-            db_url: str = (
-                database_url
-                if database_url is not None
-                else await stack.enter_async_context(bench_database())
-            )
+            db_url = await database_or_bench(stack, database_url)
             probe = Redis.from_url(redis_url())
             engine = create_engine(db_url)
             try:
