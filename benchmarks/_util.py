@@ -1,7 +1,10 @@
-"""Shared helpers for benchmarks: percentiles, tables, JSON results, machine description."""
+"""Shared helpers for benchmarks: percentiles, tables, JSON results, machine description, the
+command line of a benchmark module."""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -10,7 +13,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +104,17 @@ def machine(redis_version: str | None = None) -> dict[str, Any]:
     return info
 
 
+def machine_with_postgres(versions: dict[str, str]) -> dict[str, Any]:
+    """``machine`` with the Redis and Postgres versions of ``_env.server_versions``."""
+    return {**machine(versions["redis"]), "postgres": versions["postgres"]}
+
+
+def machine_summary(m: dict[str, Any], *, postgres: bool = True) -> str:
+    """``cpu=... cores=... python=... redis=...`` (and ``postgres=...``): a report's first line."""
+    line = f"cpu={m['cpu']} cores={m['cores']} python={m['python']} redis={m.get('redis')}"
+    return f"{line} postgres={m.get('postgres')}" if postgres else line
+
+
 def write_json(name: str, data: dict[str, Any]) -> Path:
     """Write results atomically to benchmarks/results/<name>.json and return the path."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -109,6 +123,20 @@ def write_json(name: str, data: dict[str, Any]) -> Path:
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
     tmp.replace(path)
     return path
+
+
+def publish(name: str, result: dict[str, Any], report: Callable[[dict[str, Any]], str]) -> None:
+    """Print the report, write benchmarks/results/<name>.json and say where."""
+    print(report(result))
+    print(f"\nwritten: {write_json(name, result)}")
+
+
+def cli(run: Callable[..., Coroutine[Any, Any, Any]], description: str | None) -> None:
+    """``python -m benchmarks.<module> [--quick]``: ``asyncio.run(run(quick=...))``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    asyncio.run(run(quick=args.quick))
 
 
 def render_markdown(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -18,7 +18,6 @@ update (``before_cursor_execute``) and Redis commands / round trips per update.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import random
@@ -53,7 +52,14 @@ from benchmarks._env import (
     tg_user,
     truncate_all,
 )
-from benchmarks._util import machine, percentile, render_table, write_json
+from benchmarks._util import (
+    cli,
+    machine_summary,
+    machine_with_postgres,
+    percentile,
+    publish,
+    render_table,
+)
 from benchmarks.seed_baseline import build_seed_bot
 from bot.app import AppContext, build_app
 from bot.config import Settings
@@ -382,7 +388,7 @@ async def run(
             name: results[name][c]["updates_per_s"] / base for name in ("redis", "postgres-only")
         }
     result = {
-        "machine": {**machine(versions["redis"]), "postgres": versions["postgres"]},
+        "machine": machine_with_postgres(versions),
         "quick": quick,
         "users": n_users,
         "rounds": rounds,
@@ -400,8 +406,7 @@ async def run(
         },
     }
     if write:
-        print(report(result))
-        print(f"\nwritten: {write_json('bot_throughput', result)}")
+        publish("bot_throughput", result, report)
     return result
 
 
@@ -449,8 +454,7 @@ HEADERS = [
 def report(result: dict[str, Any]) -> str:
     m = result["machine"]
     lines = [
-        f"bot throughput  cpu={m['cpu']} cores={m['cores']} python={m['python']} "
-        f"redis={m.get('redis')} postgres={m.get('postgres')}",
+        f"bot throughput  {machine_summary(m)}",
         f"warm /today from {result['users']} distinct users, {result['rounds']} interleaved "
         "round(s), local Bot session",
         "",
@@ -484,10 +488,7 @@ def _redis_error_notes(result: dict[str, Any]) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    asyncio.run(run(quick=args.quick))
+    cli(run, __doc__)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import msgspec
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from benchmarks._util import machine, render_table, summarize, write_json
+from benchmarks._util import machine, machine_summary, publish, render_table, summarize
 from cache import CacheAside, CacheMetrics, Codec, create_redis
 
 
@@ -360,17 +360,14 @@ async def run(redis_url: str, *, quick: bool = False) -> dict[str, Any]:
             "stampede_loader_calls": {k: v["loader_calls"] for k, v in stampede.items()},
         },
     }
-    print(report(result))
-    path = write_json("cache_engine", result)
-    print(f"\nwritten: {path}")
+    publish("cache_engine", result, report)
     return result
 
 
 def report(result: dict[str, Any]) -> str:
     m = result["machine"]
     lines = [
-        f"cache engine benchmark  cpu={m['cpu']} cores={m['cores']} python={m['python']} "
-        f"redis={m.get('redis')}",
+        f"cache engine benchmark  {machine_summary(m, postgres=False)}",
         "",
         "Warm hit (sequential, one key)",
         render_table(

@@ -10,7 +10,6 @@ is ``MEMORY USAGE key SAMPLES 0`` (all of a hash's fields counted).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import datetime as dt
@@ -33,7 +32,7 @@ from benchmarks._env import (
     redis_url,
     server_versions,
 )
-from benchmarks._util import machine, render_table, write_json
+from benchmarks._util import cli, machine_with_postgres, publish, render_table
 from bot.generation.template import TemplateGenerator
 from cache import CacheAside, CacheMetrics, KeySpace, create_redis
 from db.engine import create_engine, create_session_factory
@@ -159,13 +158,12 @@ async def run(
     result = _summarize(sizes, prefix, settings.cache_schema_version, n_users, encodings)
     result.update(
         {
-            "machine": {**machine(versions["redis"]), "postgres": versions["postgres"]},
+            "machine": machine_with_postgres(versions),
             "quick": quick,
         }
     )
     if write:
-        print(report(result))
-        print(f"\nwritten: {write_json('memory', result)}")
+        publish("memory", result, report)
     return result
 
 
@@ -246,10 +244,7 @@ def report(result: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    asyncio.run(run(quick=args.quick))
+    cli(run, __doc__)
 
 
 if __name__ == "__main__":

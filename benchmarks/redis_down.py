@@ -14,14 +14,18 @@ then the measured rounds run; the breaker state persists across rounds as in a r
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import contextlib
 from collections.abc import Sequence
 from typing import Any
 
 from benchmarks._env import RedisCounter, bot_redis, free_port, hung_redis, quiet_logs
-from benchmarks._util import machine, render_table, write_json
+from benchmarks._util import (
+    cli,
+    machine_summary,
+    machine_with_postgres,
+    publish,
+    render_table,
+)
 from benchmarks.bot_throughput import drive, interleaved, warm_up, world
 
 LABELS = {
@@ -92,7 +96,7 @@ async def run(
         for c in concurrencies
     }
     result = {
-        "machine": {**machine(versions["redis"]), "postgres": versions["postgres"]},
+        "machine": machine_with_postgres(versions),
         "quick": quick,
         "users": n_users,
         "rounds": rounds,
@@ -102,8 +106,7 @@ async def run(
         "breakers_at_end": breakers,
     }
     if write:
-        print(report(result))
-        print(f"\nwritten: {write_json('redis_down', result)}")
+        publish("redis_down", result, report)
     return result
 
 
@@ -153,8 +156,7 @@ def report(result: dict[str, Any]) -> str:
     m = result["machine"]
     return "\n".join(
         [
-            f"redis down  cpu={m['cpu']} cores={m['cores']} python={m['python']} "
-            f"redis={m.get('redis')} postgres={m.get('postgres')}",
+            f"redis down  {machine_summary(m)}",
             f"warm /today from {result['users']} users, {result['rounds']} interleaved round(s)",
             "",
             render_table(HEADERS, rows(result)),
@@ -167,10 +169,7 @@ def report(result: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    asyncio.run(run(quick=args.quick))
+    cli(run, __doc__)
 
 
 if __name__ == "__main__":

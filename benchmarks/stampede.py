@@ -12,7 +12,6 @@ generations are expected, however many processes ask. Scenarios: one process x N
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import datetime as dt
@@ -38,7 +37,14 @@ from benchmarks._env import (
     server_versions,
     truncate_all,
 )
-from benchmarks._util import machine, percentile, render_table, write_json
+from benchmarks._util import (
+    cli,
+    machine_summary,
+    machine_with_postgres,
+    percentile,
+    publish,
+    render_table,
+)
 from bot.generation.template import TemplateGenerator
 from cache import CacheAside, CacheMetrics, KeySpace
 from db.engine import create_engine, create_session_factory
@@ -279,14 +285,13 @@ async def run(
                 await probe.aclose()
                 await engine.dispose()
     result = {
-        "machine": {**machine(versions["redis"]), "postgres": versions["postgres"]},
+        "machine": machine_with_postgres(versions),
         "quick": quick,
         "generation_delay_s": GENERATION_DELAY,
         "scenarios": out,
     }
     if write:
-        print(report(result))
-        print(f"\nwritten: {write_json('stampede', result)}")
+        publish("stampede", result, report)
     return result
 
 
@@ -323,8 +328,7 @@ def rows(result: dict[str, Any]) -> list[list[Any]]:
 def report(result: dict[str, Any]) -> str:
     m = result["machine"]
     lines = [
-        f"stampede at midnight  cpu={m['cpu']} cores={m['cores']} python={m['python']} "
-        f"redis={m.get('redis')} postgres={m.get('postgres')}",
+        f"stampede at midnight  {machine_summary(m)}",
         f"cold cache, empty table, {result['generation_delay_s'] * 1000:.0f} ms generator, "
         "requests spread over ~1 s",
         "",
@@ -341,10 +345,7 @@ def report(result: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    asyncio.run(run(quick=args.quick))
+    cli(run, __doc__)
 
 
 if __name__ == "__main__":
