@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 import pytest
 from structlog.testing import capture_logs
@@ -18,15 +20,23 @@ from tests.e2e.conftest import TOKEN
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
 
-async def _stores(database_url: str, redis_url: str) -> Stores:
+@contextlib.asynccontextmanager
+async def _stores(database_url: str, redis_url: str) -> AsyncIterator[Stores]:
+    """Stores on the run's Postgres and Redis; the Redis client closed and the engine disposed
+    at the end."""
     engine = create_engine(database_url)
-    return Stores(
+    stores = Stores(
         engine=engine,
         session_factory=create_session_factory(engine),
         redis=create_redis(redis_url, socket_timeout=2.0),
         database_url=database_url,
         redis_url=redis_url,
     )
+    try:
+        yield stores
+    finally:
+        await stores.redis.aclose()
+        await stores.engine.dispose()
 
 
 async def test_serve_sets_commands_polls_and_stops_cleanly(
@@ -38,9 +48,8 @@ async def test_serve_sets_commands_polls_and_stops_cleanly(
     db_clean,  # type: ignore[no-untyped-def]
 ) -> None:
     settings = settings_factory(telegram_api_url=server.url)
-    stores = await _stores(database_url, redis_url)
-    stop = asyncio.Event()
-    try:
+    async with _stores(database_url, redis_url) as stores:
+        stop = asyncio.Event()
         task = asyncio.create_task(serve(settings, stores, stop))
         await server.wait_for(lambda: server.bot().active_poll is not None, timeout=10)
         assert server.calls_to("deleteWebhook")
@@ -51,9 +60,6 @@ async def test_serve_sets_commands_polls_and_stops_cleanly(
         await server.wait_for(lambda: server.last_message(77) is not None)
         stop.set()
         assert await asyncio.wait_for(task, 10) == 0
-    finally:
-        await stores.redis.aclose()
-        await stores.engine.dispose()
 
 
 async def test_conflict_is_logged_clearly(
@@ -65,28 +71,26 @@ async def test_conflict_is_logged_clearly(
 ) -> None:
     srv = BotAPIServer(tokens=[TOKEN])
     await srv.start()
-    stores = await _stores(database_url, redis_url)
-    stop = asyncio.Event()
-    try:
-        # Another poller holds getUpdates: the double answers the bot 409.
-        other = asyncio.create_task(srv.handle(TOKEN, "getUpdates", {"timeout": "30"}))
-        await srv.wait_for(lambda: srv.bot().active_poll is not None)
-        with capture_logs() as logs:
-            task = asyncio.create_task(
-                serve(settings_factory(telegram_api_url=srv.url), stores, stop)
-            )
-            await srv.wait_for(
-                lambda: any(c.outcome == 409 for c in srv.calls_to("getUpdates")), timeout=10
-            )
-            await asyncio.sleep(0.1)
-            stop.set()
-            assert await asyncio.wait_for(task, 10) == 0
-        assert any(entry["event"] == "polling_conflict" for entry in logs), logs
-        other.cancel()
-    finally:
-        await srv.stop()
-        await stores.redis.aclose()
-        await stores.engine.dispose()
+    async with _stores(database_url, redis_url) as stores:
+        stop = asyncio.Event()
+        try:
+            # Another poller holds getUpdates: the double answers the bot 409.
+            other = asyncio.create_task(srv.handle(TOKEN, "getUpdates", {"timeout": "30"}))
+            await srv.wait_for(lambda: srv.bot().active_poll is not None)
+            with capture_logs() as logs:
+                task = asyncio.create_task(
+                    serve(settings_factory(telegram_api_url=srv.url), stores, stop)
+                )
+                await srv.wait_for(
+                    lambda: any(c.outcome == 409 for c in srv.calls_to("getUpdates")), timeout=10
+                )
+                await asyncio.sleep(0.1)
+                stop.set()
+                assert await asyncio.wait_for(task, 10) == 0
+            assert any(entry["event"] == "polling_conflict" for entry in logs), logs
+            other.cancel()
+        finally:
+            await srv.stop()
 
 
 async def test_run_without_token_starts_the_playground(
