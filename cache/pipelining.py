@@ -41,6 +41,15 @@ class PipelineBatcher:
         Raises NotSentError when nothing was sent, TimeoutError when the reply did not come
         in time after sending (ambiguous), or another Redis error.
         """
+        if not self._in_flight and not self._pending:
+            # Nothing to share with: send from the caller's own task (no extra task, no loop
+            # hop). Groups arriving meanwhile queue up and go together once this one is back.
+            self._in_flight += 1
+            try:
+                return await self._send(redis, list(commands))
+            finally:
+                self._in_flight -= 1
+                self._schedule()
         fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self._pending.append((redis, commands, fut))
         self._schedule()
