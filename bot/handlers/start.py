@@ -31,6 +31,15 @@ router = RouterFactory("start")
 COSMIC = "cosmic"
 
 
+async def _save_sign(repos: Repositories, uow: UnitOfWork, user: UserData, sign: Sign) -> UserData:
+    """The user with ``sign`` chosen: written and committed only when it changed."""
+    if user.zodiac_sign is sign:
+        return user
+    user = await repos.users.set_sign(user.id, sign)
+    await uow.commit()
+    return user
+
+
 @router.message(CommandStart())
 async def start(
     message: Message,
@@ -46,9 +55,7 @@ async def start(
     payload = (command.args or "").strip()
     sign = parse_sign(payload.replace("_", " ")) if payload else None
     if sign is not None:
-        if user.zodiac_sign is not sign:
-            user = await repos.users.set_sign(user.id, sign)
-            await uow.commit()
+        user = await _save_sign(repos, uow, user, sign)
         await app.horoscopes.send(bot, message.chat.id, user, sign, Day.TODAY)
         return
     if payload:
@@ -100,9 +107,7 @@ async def chose_sign(
     uow: UnitOfWork,
 ) -> None:
     sign: Sign = callback_data.sign
-    if user.zodiac_sign is not sign:
-        user = await repos.users.set_sign(user.id, sign)
-        await uow.commit()
+    user = await _save_sign(repos, uow, user, sign)
     message = accessible(query.message)
     if message is not None and message.photo:
         # The welcome picture carried the keyboard: it becomes the horoscope.
