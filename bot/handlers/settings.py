@@ -92,8 +92,11 @@ async def timezones(
     await answer_callback(query)
 
 
-async def _set_zone(app: AppContext, repos: Repositories, user: UserData, zone: str) -> UserData:
-    return await repos.users.set_timezone(user.id, zone)
+def _hour(value: str) -> int | None:
+    """A push hour typed or pressed: "0" to "23", else None."""
+    if not value.isdigit() or not 0 <= int(value) <= 23:
+        return None
+    return int(value)
 
 
 def _zone_saved(app: AppContext, user: UserData) -> str:
@@ -101,6 +104,27 @@ def _zone_saved(app: AppContext, user: UserData) -> str:
     zone = _zone(app, user)
     now = local_now(app.now(), zone, app.settings.bot_timezone)
     return t.tz_saved.format(tz=escape(zone), time=now.strftime("%H:%M"))
+
+
+async def _save_zone(
+    app: AppContext, repos: Repositories, uow: UnitOfWork, user: UserData, zone: str
+) -> tuple[UserData, str]:
+    """Write and commit the zone; the updated user and the "saved, it is HH:MM there" note."""
+    user = await repos.users.set_timezone(user.id, zone)
+    await uow.commit()
+    return user, _zone_saved(app, user)
+
+
+async def _reply_zone_saved(
+    message: Message,
+    app: AppContext,
+    repos: Repositories,
+    uow: UnitOfWork,
+    user: UserData,
+    zone: str,
+) -> None:
+    _user, saved = await _save_zone(app, repos, uow, user, zone)
+    await with_retry(lambda: message.answer(saved), what="tz_saved")
 
 
 @router.callback_query(SetCB.filter())
@@ -129,19 +153,18 @@ async def change_setting(
         await uow.commit()
         note = t.push_now_off if not user.push_enabled else None
     elif setting is Setting.HOUR:
-        if not value.isdigit() or not 0 <= int(value) <= 23:
+        hour = _hour(value)
+        if hour is None:
             await answer_callback(query, t.unknown_button)
             return
-        user = await repos.users.set_push(user.id, True, dt.time(int(value)))
+        user = await repos.users.set_push(user.id, True, dt.time(hour))
         await uow.commit()
     elif setting is Setting.TZ:
         zone = parse_zone(value)
         if zone is None:
             await answer_callback(query, t.unknown_button)
             return
-        user = await _set_zone(app, repos, user, zone)
-        await uow.commit()
-        note = _zone_saved(app, user)
+        user, note = await _save_zone(app, repos, uow, user, zone)
     if setting in (Setting.PUSH, Setting.HOUR) and user.push_enabled:
         t2 = texts(app.horoscopes.lang_for(user))
         note = t2.push_now_on.format(hour=user.push_time.hour, tz=_zone(app, user))
@@ -171,10 +194,7 @@ async def timezone_command(
         text = t.tz_unknown.format(value=escape(value[:64]))
         await with_retry(lambda: message.answer(text), what="tz_unknown")
         return
-    user = await _set_zone(app, repos, user, zone)
-    await uow.commit()
-    saved = _zone_saved(app, user)
-    await with_retry(lambda: message.answer(saved), what="tz_saved")
+    await _reply_zone_saved(message, app, repos, uow, user, zone)
 
 
 @router.message(F.text.func(parse_zone).as_("zone"))
@@ -186,10 +206,7 @@ async def typed_zone(
     user: UserData,
     uow: UnitOfWork,
 ) -> None:
-    user = await _set_zone(app, repos, user, zone)
-    await uow.commit()
-    saved = _zone_saved(app, user)
-    await with_retry(lambda: message.answer(saved), what="tz_saved")
+    await _reply_zone_saved(message, app, repos, uow, user, zone)
 
 
 @router.message(Command("hour"))
@@ -202,11 +219,11 @@ async def hour_command(
     t: Texts,
     uow: UnitOfWork,
 ) -> None:
-    value = (command.args or "").strip().removesuffix(":00")
-    if not value.isdigit() or not 0 <= int(value) <= 23:
+    hour = _hour((command.args or "").strip().removesuffix(":00"))
+    if hour is None:
         await with_retry(lambda: message.answer(t.hour_usage), what="hour_usage")
         return
-    user = await repos.users.set_push(user.id, True, dt.time(int(value)))
+    user = await repos.users.set_push(user.id, True, dt.time(hour))
     await uow.commit()
     text = t.hour_saved.format(hour=user.push_time.hour, tz=escape(_zone(app, user)))
     await with_retry(lambda: message.answer(text), what="hour_saved")
