@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 from aiogram import Router
 from aiogram.types import CallbackQuery, InaccessibleMessage, MaybeInaccessibleMessageUnion, Message
 
 from bot.services.telegram import is_harmless, with_retry
+from bot.texts import Texts
+from db.repositories import UserData
 
-__all__ = ["RouterFactory", "accessible", "answer_callback", "chat_id_of"]
+if TYPE_CHECKING:
+    from bot.app import AppContext
+
+__all__ = [
+    "RouterFactory",
+    "accessible",
+    "answer_callback",
+    "chat_id_of",
+    "push_note",
+    "user_zone",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +56,18 @@ def chat_id_of(query: CallbackQuery) -> int:
     if query.message is not None:
         return query.message.chat.id
     return query.from_user.id
+
+
+def user_zone(app: AppContext, user: UserData) -> str:
+    """The user's IANA zone, BOT_TIMEZONE when they never chose one."""
+    return user.timezone or app.settings.bot_timezone
+
+
+def push_note(t: Texts, user: UserData, zone: str) -> str:
+    """What to say after the daily push was switched: on at which hour, or off."""
+    if user.push_enabled:
+        return t.push_now_on.format(hour=user.push_time.hour, tz=zone)
+    return t.push_now_off
 
 
 class RouterFactory:

@@ -11,7 +11,14 @@ from aiogram.filters import Command
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
 from bot.callbacks import Day, DayCB, MenuAction, MenuCB
-from bot.handlers.common import RouterFactory, accessible, answer_callback, chat_id_of
+from bot.handlers.common import (
+    RouterFactory,
+    accessible,
+    answer_callback,
+    chat_id_of,
+    push_note,
+    user_zone,
+)
 from bot.keyboards import sign_keyboard
 from bot.services.telegram import is_harmless, with_retry
 from bot.texts import Texts, texts, visible_header
@@ -138,12 +145,7 @@ async def toggle_push(
 ) -> None:
     user = await repos.users.set_push(user.id, not user.push_enabled)
     await uow.commit()
-    zone = user.timezone or app.settings.bot_timezone
-    note = (
-        t.push_now_on.format(hour=user.push_time.hour, tz=zone)
-        if user.push_enabled
-        else t.push_now_off
-    )
+    note = push_note(t, user, user_zone(app, user))
     message = accessible(query.message)
     if message is not None and message.reply_markup is not None:
         markup = _with_push_button(

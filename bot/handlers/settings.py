@@ -16,7 +16,14 @@ from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 
 from bot.callbacks import MenuAction, MenuCB, SetCB, Setting
-from bot.handlers.common import RouterFactory, accessible, answer_callback, chat_id_of
+from bot.handlers.common import (
+    RouterFactory,
+    accessible,
+    answer_callback,
+    chat_id_of,
+    push_note,
+    user_zone,
+)
 from bot.keyboards import settings_keyboard, timezone_keyboard
 from bot.services.clock import local_now, parse_zone
 from bot.services.telegram import is_harmless, is_not_modified, with_retry
@@ -35,16 +42,12 @@ log = structlog.get_logger(__name__)
 router = RouterFactory("settings")
 
 
-def _zone(app: AppContext, user: UserData) -> str:
-    return user.timezone or app.settings.bot_timezone
-
-
 def settings_view(app: AppContext, user: UserData) -> tuple[str, InlineKeyboardMarkup]:
     lang = app.horoscopes.lang_for(user)
     t = texts(lang)
     hour = user.push_time.hour
     push = t.settings_push_on.format(hour=hour) if user.push_enabled else t.settings_push_off
-    text = t.settings.format(lang=TEXTS[lang].lang_name, tz=escape(_zone(app, user)), push=push)
+    text = t.settings.format(lang=TEXTS[lang].lang_name, tz=escape(user_zone(app, user)), push=push)
     return text, settings_keyboard(lang, user.push_enabled, hour)
 
 
@@ -87,7 +90,7 @@ async def timezones(
         chat_id_of(query),
         accessible(query.message),
         t.tz_choose,
-        timezone_keyboard(lang, _zone(app, user)),
+        timezone_keyboard(lang, user_zone(app, user)),
     )
     await answer_callback(query)
 
@@ -101,7 +104,7 @@ def _hour(value: str) -> int | None:
 
 def _zone_saved(app: AppContext, user: UserData) -> str:
     t = texts(app.horoscopes.lang_for(user))
-    zone = _zone(app, user)
+    zone = user_zone(app, user)
     now = local_now(app.now(), zone, app.settings.bot_timezone)
     return t.tz_saved.format(tz=escape(zone), time=now.strftime("%H:%M"))
 
@@ -151,7 +154,6 @@ async def change_setting(
     elif setting is Setting.PUSH:
         user = await repos.users.set_push(user.id, value == "1")
         await uow.commit()
-        note = t.push_now_off if not user.push_enabled else None
     elif setting is Setting.HOUR:
         hour = _hour(value)
         if hour is None:
@@ -165,9 +167,9 @@ async def change_setting(
             await answer_callback(query, t.unknown_button)
             return
         user, note = await _save_zone(app, repos, uow, user, zone)
-    if setting in (Setting.PUSH, Setting.HOUR) and user.push_enabled:
-        t2 = texts(app.horoscopes.lang_for(user))
-        note = t2.push_now_on.format(hour=user.push_time.hour, tz=_zone(app, user))
+    if setting in (Setting.PUSH, Setting.HOUR):
+        # set_push leaves the language alone: this is ``t``'s language, as before.
+        note = push_note(texts(app.horoscopes.lang_for(user)), user, user_zone(app, user))
     text, markup = settings_view(app, user)
     await _edit(bot, chat_id_of(query), accessible(query.message), text, markup)
     await answer_callback(query, note[:200] if note else None)
@@ -186,7 +188,7 @@ async def timezone_command(
 ) -> None:
     value = (command.args or "").strip()
     if not value:
-        markup = timezone_keyboard(lang, _zone(app, user))
+        markup = timezone_keyboard(lang, user_zone(app, user))
         await with_retry(lambda: message.answer(t.tz_choose, reply_markup=markup), what="tz")
         return
     zone = parse_zone(value)
@@ -225,7 +227,7 @@ async def hour_command(
         return
     user = await repos.users.set_push(user.id, True, dt.time(hour))
     await uow.commit()
-    text = t.hour_saved.format(hour=user.push_time.hour, tz=escape(_zone(app, user)))
+    text = t.hour_saved.format(hour=user.push_time.hour, tz=escape(user_zone(app, user)))
     await with_retry(lambda: message.answer(text), what="hour_saved")
 
 
