@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
@@ -22,6 +22,7 @@ __all__ = [
     "answer_callback",
     "chat_id_of",
     "push_note",
+    "quietly",
     "user_zone",
 ]
 
@@ -38,6 +39,15 @@ async def answer_callback(query: CallbackQuery, text: str | None = None) -> None
         if not is_harmless(exc):
             raise
         log.debug("callback_answer_skipped", error=str(exc))
+
+
+async def quietly(call: Callable[[], Awaitable[Any]], what: str) -> None:
+    """``with_retry(call)``; a harmless failure (message gone, not modified) is ignored."""
+    try:
+        await with_retry(call, what=what)
+    except Exception as exc:
+        if not is_harmless(exc):
+            raise
 
 
 def accessible(message: MaybeInaccessibleMessageUnion | None) -> Message | None:

@@ -17,10 +17,11 @@ from bot.handlers.common import (
     answer_callback,
     chat_id_of,
     push_note,
+    quietly,
     user_zone,
 )
 from bot.keyboards import sign_keyboard
-from bot.services.telegram import is_harmless, with_retry
+from bot.services.telegram import with_retry
 from bot.texts import Texts, texts, visible_header
 from bot.zodiac import parse_sign, sign_label
 from db.repositories import Repositories, UserData
@@ -151,9 +152,5 @@ async def toggle_push(
         markup = _with_push_button(
             message.reply_markup, t.btn_push_on if user.push_enabled else t.btn_push_off
         )
-        try:
-            await with_retry(lambda: message.edit_reply_markup(reply_markup=markup), what="push")
-        except Exception as exc:
-            if not is_harmless(exc):
-                raise
+        await quietly(lambda: message.edit_reply_markup(reply_markup=markup), what="push")
     await answer_callback(query, note)

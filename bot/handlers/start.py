@@ -10,9 +10,9 @@ from aiogram.filters import Command, CommandObject, CommandStart
 from aiogram.types import CallbackQuery, Message
 
 from bot.callbacks import Day, MenuAction, MenuCB, SignCB
-from bot.handlers.common import RouterFactory, accessible, answer_callback, chat_id_of
+from bot.handlers.common import RouterFactory, accessible, answer_callback, chat_id_of, quietly
 from bot.keyboards import sign_keyboard
-from bot.services.telegram import is_harmless, with_retry
+from bot.services.telegram import with_retry
 from bot.texts import Texts, escape
 from bot.zodiac import parse_sign, sign_label
 from db.repositories import Repositories, UserData
@@ -116,11 +116,7 @@ async def chose_sign(
         if message is not None:
             # The "choose your sign" text: say what was chosen, drop the keyboard.
             saved = t.sign_saved.format(sign=escape(sign_label(sign, lang)))
-            try:
-                await with_retry(lambda: message.edit_text(saved), what="sign_saved")
-            except Exception as exc:
-                if not is_harmless(exc):
-                    raise
+            await quietly(lambda: message.edit_text(saved), what="sign_saved")
         await app.horoscopes.send(bot, chat_id_of(query), user, sign, Day.TODAY)
     await answer_callback(query)
 
