@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
-    AliasChoices,
     Field,
     SecretStr,
     ValidationError,
@@ -45,7 +44,7 @@ def _read_secret_file(path: str | os.PathLike[str], variable: str) -> str:
 
 def _check_url(value: str, schemes: tuple[str, ...], what: str) -> str:
     parts = urlsplit(value)
-    if parts.scheme not in schemes or not parts.hostname and not parts.path:
+    if parts.scheme not in schemes or (not parts.hostname and not parts.path):
         raise ValueError(f"not a {what} URL (expected {' or '.join(schemes)}://...)")
     try:
         _ = parts.port
@@ -127,7 +126,8 @@ class Settings(BaseSettings):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (use an IANA name like Europe/Moscow)")
+            msg = f"unknown time zone {value!r} (use an IANA name like Europe/Moscow)"
+            raise ValueError(msg) from None
         return value
 
     @field_validator("admin_ids", mode="before")
