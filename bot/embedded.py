@@ -426,8 +426,8 @@ def _postgres_run_as(pgdata: Path) -> _RunAs | None:
 def _ensure_traversable(path: Path, run_as: _RunAs) -> None:
     """Let `run_as` reach `path` by adding only the search bit (x) where it is missing.
 
-    Postgres resolves its data dir by absolute path, so every ancestor must be searchable by the
-    unprivileged user. pytest's /tmp/pytest-of-root and mkdtemp() dirs are 0700; we add o+x (not
+    Postgres resolves its data dir and its own binaries by absolute path, so every ancestor must
+    be searchable by the unprivileged user. pytest's /tmp/pytest-of-root and mkdtemp() dirs are 0700; we add o+x (not
     r: nothing becomes listable) instead of the wheel's recursive o+rx, and say so in the log.
     """
     for directory in [path, *path.parents]:
@@ -600,6 +600,8 @@ def start_postgres(
     if run_as is not None:
         log.info("embedded_postgres_run_as", user=run_as.name, reason="running as root")
         _ensure_traversable(data_dir, run_as)
+        # The binaries live in the venv, which may sit in a 0700 checkout (a mktemp'd clone).
+        _ensure_traversable(bin_dir.parent, run_as)
     elif pgdata.exists() and hasattr(os, "geteuid") and pgdata.stat().st_uid != os.geteuid():
         raise EmbeddedError(
             f"{pgdata} belongs to uid {pgdata.stat().st_uid} (created by a run as root?); "
