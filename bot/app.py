@@ -162,7 +162,7 @@ def build_app(
         stats=StatsService(
             data, generator, clock, settings.bot_timezone, cache.metrics, stores.redis
         ),
-        throttle=Throttle(redis, keyspace, settings.throttle_rate, op_timeout=cache.op_timeout),
+        throttle=Throttle(keyspace, settings.throttle_rate),
         redis=redis,
         now=clock,
     )

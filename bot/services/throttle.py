@@ -14,19 +14,13 @@ throttling is a courtesy, not a security boundary.
 
 from __future__ import annotations
 
-import asyncio
 from enum import Enum
 from typing import Any
-
-import structlog
-from redis.asyncio import Redis
 
 from cache import KeySpace, SideCommand
 from cache.keys import MAX_KEY_BYTES
 
 __all__ = ["Decision", "Throttle", "ThrottleProbe"]
-
-log = structlog.get_logger(__name__)
 
 
 class Decision(Enum):
@@ -70,11 +64,7 @@ class ThrottleProbe:
 class Throttle:
     """Redis fixed-window throttle keyed ``{prefix}:{v}:throttle:{user_id}``."""
 
-    def __init__(
-        self, redis: Redis | None, keys: KeySpace, rate: float, *, op_timeout: float = 0.3
-    ) -> None:
-        self.redis = redis
-        self.op_timeout = op_timeout
+    def __init__(self, keys: KeySpace, rate: float) -> None:
         self.keys = keys
         self.window_ms = max(1, int(rate * 1000))
         self._key_base = keys.key("throttle")  # validated once; a user id is only digits
@@ -89,23 +79,3 @@ class Throttle:
     def probe(self, user_id: int) -> ThrottleProbe:
         """Commands to send along another read; read ``probe.decision`` after it returned."""
         return ThrottleProbe(self.key(user_id), self.window_ms)
-
-    def side_command(self, user_id: int) -> ThrottleProbe:
-        """Alias kept for callers that think of it as "the side command for this user"."""
-        return self.probe(user_id)
-
-    async def check(self, user_id: int) -> Decision:
-        """The decision for one update as its own round trip (when it cannot piggyback)."""
-        if self.redis is None:
-            return Decision.ALLOW
-        key = self.key(user_id)
-        try:
-            async with asyncio.timeout(self.op_timeout):
-                pipe = self.redis.pipeline(transaction=False)
-                pipe.set(key, b"0", nx=True, px=self.window_ms)
-                pipe.incr(key)
-                _, count = await pipe.execute()
-        except Exception as exc:  # fail open
-            log.debug("throttle_unavailable", error=repr(exc))
-            return Decision.ALLOW
-        return _decide(count)

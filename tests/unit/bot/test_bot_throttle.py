@@ -1,12 +1,13 @@
-"""The throttle's decisions, piggybacked and on its own (fakeredis)."""
+"""The throttle's decisions from its commands' replies (fakeredis)."""
 
 from __future__ import annotations
 
 import fakeredis
 import pytest
+from prometheus_client import CollectorRegistry
 
 from bot.services.throttle import Decision, Throttle, _decide
-from cache import KeySpace, SideCommand
+from cache import CacheAside, CacheMetrics, KeySpace, SideCommand
 
 
 @pytest.mark.parametrize(
@@ -25,23 +26,32 @@ def test_decide(reply: object, decision: Decision) -> None:
     assert _decide(reply) is decision
 
 
-async def test_check_allows_once_notices_once_then_drops() -> None:
+async def _decision(cache: CacheAside, throttle: Throttle, user_id: int) -> Decision:
+    """The probe's commands through the engine, as they ride along the user lookup."""
+    probe = throttle.probe(user_id)
+    await cache.send(*probe.commands)
+    return probe.decision
+
+
+async def test_allows_once_notices_once_then_drops() -> None:
     redis = fakeredis.FakeAsyncRedis()
-    throttle = Throttle(redis, KeySpace("tthr"), rate=5.0)
-    decisions = [await throttle.check(7) for _ in range(4)]
+    cache = CacheAside(redis, metrics=CacheMetrics(CollectorRegistry()))
+    throttle = Throttle(KeySpace("tthr"), rate=5.0)
+    decisions = [await _decision(cache, throttle, 7) for _ in range(4)]
     assert decisions == [Decision.ALLOW, Decision.NOTICE, Decision.DROP, Decision.DROP]
-    assert await throttle.check(8) is Decision.ALLOW  # another user
+    assert await _decision(cache, throttle, 8) is Decision.ALLOW  # another user
     ttl = await redis.pttl(throttle.key(7))
     assert 0 < ttl <= 5000  # the window expires by itself
     await redis.aclose()
 
 
 async def test_fails_open_without_redis() -> None:
-    assert await Throttle(None, KeySpace("tthr"), rate=1.0).check(1) is Decision.ALLOW
+    cache = CacheAside(None, metrics=CacheMetrics(CollectorRegistry()))
+    assert await _decision(cache, Throttle(KeySpace("tthr"), rate=1.0), 1) is Decision.ALLOW
 
 
 async def test_probe_commands_and_result() -> None:
-    throttle = Throttle(None, KeySpace("tthr"), rate=0.5)
+    throttle = Throttle(KeySpace("tthr"), rate=0.5)
     probe = throttle.probe(5)
     assert all(isinstance(c, SideCommand) for c in probe.commands)
     assert probe.commands[0].args[:2] == ("SET", "tthr:v1:throttle:5")
