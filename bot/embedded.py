@@ -427,8 +427,9 @@ def _ensure_traversable(path: Path, run_as: _RunAs) -> None:
     """Let `run_as` reach `path` by adding only the search bit (x) where it is missing.
 
     Postgres resolves its data dir and its own binaries by absolute path, so every ancestor must
-    be searchable by the unprivileged user. pytest's /tmp/pytest-of-root and mkdtemp() dirs are 0700; we add o+x (not
-    r: nothing becomes listable) instead of the wheel's recursive o+rx, and say so in the log.
+    be searchable by the unprivileged user. pytest's /tmp/pytest-of-root and mkdtemp() dirs are
+    0700; we add o+x (not r: nothing becomes listable) instead of the wheel's recursive o+rx,
+    and say so in the log.
     """
     for directory in [path, *path.parents]:
         st = directory.stat()
