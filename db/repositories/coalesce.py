@@ -10,9 +10,10 @@ the batch that holds its write, so nothing is acknowledged before it is durable.
 from __future__ import annotations
 
 import asyncio
+import functools
 import weakref
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -66,19 +67,25 @@ class CoalescingWriter(Generic[K, V]):
             self._running = None
 
 
-_writers: weakref.WeakKeyDictionary[
-    async_sessionmaker[AsyncSession], dict[str, CoalescingWriter[object, object]]
-] = weakref.WeakKeyDictionary()
+_writers: weakref.WeakKeyDictionary[async_sessionmaker[AsyncSession], dict[str, Any]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def writer_for(
     factory: async_sessionmaker[AsyncSession],
     name: str,
-    make: Callable[[], CoalescingWriter[K, V]],
+    apply: Callable[[async_sessionmaker[AsyncSession], dict[K, V]], Awaitable[None]],
+    merge: Callable[[V, V], V],
 ) -> CoalescingWriter[K, V]:
-    """One writer per (database, purpose), shared by the per-update repositories."""
+    """One writer per (database, purpose), shared by the per-update repositories.
+
+    Looked up only when a fallback actually runs, so the hot path (building a side command on
+    every update) pays nothing for it.
+    """
     per_factory = _writers.setdefault(factory, {})
-    writer = per_factory.get(name)
+    writer: CoalescingWriter[K, V] | None = per_factory.get(name)
     if writer is None:
-        writer = per_factory[name] = make()  # type: ignore[assignment]
-    return writer  # type: ignore[return-value]
+        writer = CoalescingWriter(functools.partial(apply, factory), merge)
+        per_factory[name] = writer
+    return writer

@@ -19,13 +19,13 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, func, literal_column, select, text, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cache import Codec, SideCommand
 from cache.buffers import BufferHandoff
 from db.models import User
 from db.repositories.batches import claim_batch, prune_applied
-from db.repositories.coalesce import CoalescingWriter, writer_for
+from db.repositories.coalesce import writer_for
 from db.repositories.context import DataContext
 from db.repositories.values import (
     LastSeenFlushResult,
@@ -77,6 +77,15 @@ _APPLY_LAST_SEEN = text(
     WHERE u.id = v.id
     """
 )
+
+
+async def _apply_last_seen(
+    factory: async_sessionmaker[AsyncSession], batch: dict[int, float]
+) -> None:
+    """Stamps that could not reach Redis, straight into Postgres in one statement."""
+    async with factory() as s, s.begin():
+        await s.execute(_APPLY_LAST_SEEN, {"ids": list(batch), "stamps": list(batch.values())})
+
 
 # Loose index scan over the partial push index: one index probe per distinct zone instead of
 # reading every subscriber just to learn which zones exist.
@@ -312,15 +321,8 @@ class UserRepository:
 
         factory = self._ctx.session_factory
 
-        async def apply(batch: dict[int, float]) -> None:
-            async with factory() as s, s.begin():
-                params = {"ids": list(batch), "stamps": list(batch.values())}
-                await s.execute(_APPLY_LAST_SEEN, params)
-
-        writer = writer_for(factory, "last_seen", lambda: CoalescingWriter(apply, max))
-
         async def fallback() -> None:
-            await writer.add(user_id, stamp)
+            await writer_for(factory, "last_seen", _apply_last_seen, max).add(user_id, stamp)
 
         return SideCommand(
             ("HSET", self.last_seen_key, str(user_id), str(int(stamp))), fallback=fallback

@@ -15,12 +15,13 @@ from collections.abc import Awaitable, Callable
 
 from redis.exceptions import RedisError
 from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cache import SideCommand
 from cache.buffers import BufferHandoff
 from db.models import AppliedBatch, HoroscopeView
 from db.repositories.batches import claim_batch, prune_applied
-from db.repositories.coalesce import CoalescingWriter, writer_for
+from db.repositories.coalesce import writer_for
 from db.repositories.context import DataContext
 from db.repositories.values import FlushResult
 from db.types import Sign
@@ -55,6 +56,23 @@ def _parse_field(field: bytes) -> tuple[Sign, dt.date] | None:
         return None
 
 
+async def _upsert_views(
+    factory: async_sessionmaker[AsyncSession], batch: dict[tuple[Sign, dt.date], int]
+) -> None:
+    """Views that could not reach Redis, straight into Postgres in one statement.
+
+    Its own short transaction: the fallback runs inside a cache read, which must not depend on
+    (or commit) the caller's unit of work.
+    """
+    params = {
+        "signs": [s.value for s, _ in batch],
+        "dates": [d for _, d in batch],
+        "counts": list(batch.values()),
+    }
+    async with factory() as s, s.begin():
+        await s.execute(_UPSERT, params)
+
+
 class HoroscopeViewRepository:
     """Record views (buffered), flush them exactly once, and report totals for /stats."""
 
@@ -80,21 +98,8 @@ class HoroscopeViewRepository:
     def _direct_increment(self, sign: Sign, date: dt.date) -> Callable[[], Awaitable[None]]:
         factory = self._ctx.session_factory
 
-        async def apply(batch: dict[tuple[Sign, dt.date], int]) -> None:
-            # Its own short transaction: the fallback runs inside a cache read, which must not
-            # depend on (or commit) the caller's unit of work.
-            params = {
-                "signs": [s.value for s, _ in batch],
-                "dates": [d for _, d in batch],
-                "counts": list(batch.values()),
-            }
-            async with factory() as s, s.begin():
-                await s.execute(_UPSERT, params)
-
-        writer = writer_for(factory, "views", lambda: CoalescingWriter(apply, operator.add))
-
         async def fallback() -> None:
-            await writer.add((sign, date), 1)
+            await writer_for(factory, "views", _upsert_views, operator.add).add((sign, date), 1)
 
         return fallback
 
