@@ -44,7 +44,7 @@ from cache.invalidation import invalidate_after_commit as _invalidate_after_comm
 from cache.keys import namespace_of
 from cache.lock import RedisLock, compare_and_apply, script_or_fallback
 from cache.metrics import CacheMetrics, default_metrics
-from cache.pipelining import NotSentError, PipelineBatcher
+from cache.pipelining import PipelineBatcher
 from cache.singleflight import SingleFlight
 
 if TYPE_CHECKING:
@@ -113,8 +113,9 @@ def _pool_exhausted(exc: BaseException) -> bool:
     return False
 
 
-class _NotSent(RedisConnectionError):
-    """No connection could be had (refused, handshake timed out, pool empty): nothing ran."""
+def _side_namespace(cmd: SideCommand) -> str:
+    """Metrics label of a side command: the namespace of the key it writes."""
+    return namespace_of(str(cmd.args[1])) if len(cmd.args) > 1 else "?"
 
 
 class _OwnerGone(Exception):
@@ -265,8 +266,7 @@ class CacheAside:
         if not also:
             return
         if isinstance(exc, RedisTimeoutError | TimeoutError):
-            ns = namespace_of(str(also[0].args[1])) if len(also[0].args) > 1 else "?"
-            self.metrics.event(ns, "side_unknown", len(also))
+            self.metrics.event(_side_namespace(also[0]), "side_unknown", len(also))
             log.warning("side commands timed out, not replayed: %r", [c.args[:2] for c in also])
             return
         await self._run_fallbacks(also)
@@ -286,8 +286,7 @@ class CacheAside:
             await self._read_with_side(redis, None, commands)
             self.breaker.record_success()
         except _REDIS_ERRORS as exc:
-            key = commands[0].args[1] if len(commands[0].args) > 1 else "?"
-            self._redis_failed(namespace_of(str(key)), exc)
+            self._redis_failed(_side_namespace(commands[0]), exc)
             await self._side_failed(commands, exc)
 
     async def _get(self, redis: Redis, key: str) -> bytes | None:
@@ -323,10 +322,7 @@ class CacheAside:
         commands = [side.args for side in also]
         if cmd is not None:
             commands.insert(0, cmd)
-        try:
-            results = await self._batcher.execute(redis, commands)
-        except NotSentError as exc:
-            raise _NotSent(str(exc)) from exc
+        results = await self._batcher.execute(redis, commands)
         if cmd is None:
             results = [None, *results]
         failed = []

@@ -16,12 +16,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 __all__ = ["NotSentError", "PipelineBatcher"]
 
 
-class NotSentError(Exception):
-    """No connection could be had (refused, handshake timed out, pool empty): nothing ran."""
+class NotSentError(RedisConnectionError):
+    """No connection could be had (refused, handshake timed out, pool empty): nothing ran.
+
+    A connection error to the engine (it counts toward the breaker), and the proof that side
+    commands may be replayed through their fallbacks.
+    """
 
 
 class PipelineBatcher:
