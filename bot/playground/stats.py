@@ -123,10 +123,9 @@ def summarize(
 def collect_stats(registries: Iterable[CollectorRegistry]) -> dict[str, Any]:
     """The panel's figures from registries in this process, added up.
 
-    The bot's counters live on ``bot.metrics.REGISTRY``; the cache engine's go wherever its
-    CacheMetrics was created (``cache.default_metrics()`` uses prometheus_client's global
-    registry). Reading both shows all cache activity of the process whichever one the app
-    factory picked; a metric exists on only one of them, so nothing is counted twice.
+    The bot process keeps everything on ``bot.metrics.REGISTRY`` (the cache engine's metrics
+    included); several registries (tests, embedders with their own) are added up, each read
+    once even when passed twice.
     """
     seen: set[int] = set()
     texts = []
