@@ -6,6 +6,7 @@ the lock and then find nothing left to do.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -30,20 +31,15 @@ def alembic_config(url: str | None = None) -> Config:
     return cfg
 
 
-def _upgrade(connection: Connection, revision: str) -> None:
+def _run(connection: Connection, step: Callable[[Config, str], None], revision: str) -> None:
     cfg = alembic_config()
     cfg.attributes["connection"] = connection
-    command.upgrade(cfg, revision)
+    step(cfg, revision)
 
 
-def _downgrade(connection: Connection, revision: str) -> None:
-    cfg = alembic_config()
-    cfg.attributes["connection"] = connection
-    command.downgrade(cfg, revision)
-
-
-async def upgrade(url: str, revision: str = "head") -> None:
-    engine = create_async_engine(url, poolclass=None)
+async def _migrate(url: str, step: Callable[[Config, str], None], revision: str) -> None:
+    """Run one Alembic command on one connection, holding the migration advisory lock."""
+    engine = create_async_engine(url)
     try:
         async with engine.connect() as connection:
             await connection.execute(
@@ -51,10 +47,10 @@ async def upgrade(url: str, revision: str = "head") -> None:
             )
             await connection.commit()
             try:
-                log.info("migrations_started", target=revision)
-                await connection.run_sync(_upgrade, revision)
+                log.info("migrations_started", command=step.__name__, target=revision)
+                await connection.run_sync(_run, step, revision)
                 await connection.commit()
-                log.info("migrations_done", target=revision)
+                log.info("migrations_done", command=step.__name__, target=revision)
             finally:
                 await connection.execute(
                     text("SELECT pg_advisory_unlock(:id)"), {"id": MIGRATION_LOCK_ID}
@@ -64,11 +60,9 @@ async def upgrade(url: str, revision: str = "head") -> None:
         await engine.dispose()
 
 
+async def upgrade(url: str, revision: str = "head") -> None:
+    await _migrate(url, command.upgrade, revision)
+
+
 async def downgrade(url: str, revision: str = "base") -> None:
-    engine = create_async_engine(url)
-    try:
-        async with engine.connect() as connection:
-            await connection.run_sync(_downgrade, revision)
-            await connection.commit()
-    finally:
-        await engine.dispose()
+    await _migrate(url, command.downgrade, revision)
