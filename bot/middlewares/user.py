@@ -72,12 +72,12 @@ class UserMiddleware(BaseMiddleware):
         data["user"] = user
         lang = self.app.horoscopes.lang_for(user)
         data["lang"] = lang
-        data["t"] = texts(lang)
+        data["t"] = t = texts(lang)
         if decision is not Decision.ALLOW:
             set_outcome(data, "throttled")
             log.info("throttled", decision=decision.value)
             if isinstance(event, Update):
-                await self._notify(event, decision, texts(lang).throttled)
+                await self._notify(event, decision, t.throttled)
             return None
         return await handler(event, data)
 
