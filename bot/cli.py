@@ -53,9 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(settings: Settings, _args: argparse.Namespace) -> int:
+    from bot import runtime
     from bot.runner import run
 
-    return asyncio.run(run(settings))
+    return runtime.run(run(settings), use_uvloop=settings.uvloop)
 
 
 def _migrate(settings: Settings, _args: argparse.Namespace) -> int:

@@ -112,6 +112,8 @@ class Settings(BaseSettings):
     metrics_addr: str = "127.0.0.1:9101"
     run_migrations: bool = True
     playground_addr: str = "127.0.0.1:8080"
+    #: run on uvloop when it is installed (bot/runtime.py); false: asyncio's own loop
+    uvloop: bool = True
 
     # -- validators -------------------------------------------------------------------------
 

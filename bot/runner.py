@@ -26,6 +26,7 @@ from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError, TelegramUnauthorizedError
 from aiogram.types import BotCommand, BotCommandScopeDefault
 
+from bot import runtime
 from bot.app import AppContext, build_app
 from bot.config import Settings
 from bot.stores import Stores, open_stores
@@ -159,6 +160,7 @@ async def serve(settings: Settings, stores: Stores, stop: asyncio.Event) -> int:
         except TelegramAPIError as exc:  # cosmetic: the bot works without a command menu
             log.warning("set_commands_failed", error=str(exc))
         jobs = await _start_jobs(app, bot, stores)
+        runtime.freeze_startup_heap()  # everything alive now lives as long as the process
         # Hook: the jobs/ scheduler runs from here (jobs.scheduler.start_jobs) until shutdown.
         polling = asyncio.create_task(
             dp.start_polling(
