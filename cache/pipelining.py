@@ -12,11 +12,13 @@ in order, so its reply slice is exactly what a pipeline of its own would have re
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 __all__ = ["NotSentError", "PipelineBatcher"]
 
@@ -104,22 +106,47 @@ class PipelineBatcher:
             self._schedule()
 
     async def _send(self, redis: Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
-        connected = False
+        """One pipeline on one pooled connection: pack, write once, read one reply per command.
+
+        This is what redis-py's non-transactional ``Pipeline.execute`` does on the wire, without
+        its per-call machinery (a Pipeline object, retry wrapper, per-reply read timers,
+        response callbacks): ``self.timeout`` bounds the whole exchange instead, and replies
+        stay raw (bytes, ints, lists), which is what the engine decodes anyway. A command that
+        Redis rejects comes back as its ResponseError in place, the rest still run.
+        """
+        pool = redis.connection_pool
+        conn: Any = None
+        sent = False
         try:
             async with asyncio.timeout(self.timeout):
-                pipe = redis.pipeline(transaction=False)
-                for cmd in commands:
-                    pipe.execute_command(*cmd)
-                # Take (and connect) the connection first: a failure up to here means nothing
-                # was sent, so side commands can safely be replayed through their fallbacks.
-                pipe.connection = await redis.connection_pool.get_connection()  # type: ignore[no-untyped-call]
-                connected = True
+                conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+                packed = conn.pack_commands(commands)
+                sent = True
                 self.pipelines += 1
-                return list(await pipe.execute(raise_on_error=False))
-        except Exception as exc:
-            if not connected and not isinstance(exc, NotSentError):
-                raise NotSentError(f"{type(exc).__name__}: {exc}") from exc
+                await conn.send_packed_command(packed)
+                replies: list[Any] = []
+                for _ in commands:
+                    try:
+                        # inf: no per-reply timer, the timeout above bounds the exchange
+                        replies.append(await conn.read_response(timeout=math.inf))
+                    except ResponseError as exc:
+                        replies.append(exc)
+                return replies
+        except BaseException as exc:
+            if not sent:
+                # Nothing reached Redis (refused, handshake timed out, pool empty): say so,
+                # side commands may then be replayed through their fallbacks.
+                if isinstance(exc, Exception) and not isinstance(exc, NotSentError):
+                    raise NotSentError(f"{type(exc).__name__}: {exc}") from exc
+                raise
+            if conn is not None:
+                # Cut off mid-exchange (timeout, cancel, reset): unread replies would reach
+                # the next user of this connection. Drop it; the pool opens a fresh one.
+                await conn.disconnect(nowait=True)
             raise
+        finally:
+            if conn is not None:
+                await pool.release(conn)
 
     async def aclose(self) -> None:
         for task in list(self._tasks):

@@ -65,46 +65,6 @@ class FakeGenerator:
         )
 
 
-class RedisRoundTripCounter:
-    """Counts network round trips of one redis.asyncio client: commands and pipelines.
-
-    Wraps the instance's ``execute_command`` (single commands, scripts) and every pipeline's
-    ``execute`` (one round trip however many commands it carries). ``commands`` records what
-    each trip sent, for assertion messages.
-    """
-
-    def __init__(self, client: Redis) -> None:
-        self.client = client
-        self.trips: list[tuple[Any, ...]] = []
-        original_execute = client.execute_command
-        original_pipeline = client.pipeline
-
-        async def execute_command(*args: Any, **kwargs: Any) -> Any:
-            self.trips.append(args[:2])
-            return await original_execute(*args, **kwargs)
-
-        def pipeline(*args: Any, **kwargs: Any) -> Any:
-            pipe = original_pipeline(*args, **kwargs)
-            original_pipe_execute = pipe.execute
-
-            async def execute(*eargs: Any, **ekwargs: Any) -> Any:
-                self.trips.append(tuple(cmd[0][:2] for cmd in pipe.command_stack))
-                return await original_pipe_execute(*eargs, **ekwargs)
-
-            pipe.execute = execute  # type: ignore[method-assign]
-            return pipe
-
-        client.execute_command = execute_command  # type: ignore[method-assign]
-        client.pipeline = pipeline  # type: ignore[method-assign]
-
-    @property
-    def count(self) -> int:
-        return len(self.trips)
-
-    def reset(self) -> None:
-        self.trips.clear()
-
-
 @contextlib.asynccontextmanager
 async def unit_of_work(
     session_factory: Callable[[], AsyncSession], cache: Any

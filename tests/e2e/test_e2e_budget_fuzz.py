@@ -13,10 +13,10 @@ from sqlalchemy import event
 
 from bot.callbacks import Day, DayCB, MenuAction, MenuCB, Setting, SignCB
 from bot.metrics import REGISTRY
+from cache.traffic import RedisTraffic
 from db.types import Sign
 from tests.conftest import SQLCounter
 from tests.e2e.conftest import ADMIN, Harness
-from tests.helpers import RedisRoundTripCounter
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
@@ -41,7 +41,7 @@ async def test_warm_today_costs_no_sql_and_at_most_two_redis_trips(harness: Harn
     sync_engine = h.stores.engine.sync_engine
     event.listen(sync_engine, "before_cursor_execute", on_execute)
     event.listen(sync_engine.pool, "checkout", on_checkout)
-    trips = RedisRoundTripCounter(h.redis)
+    trips = RedisTraffic(h.redis)
     try:
         for _ in range(3):
             trips.reset()

@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 from sqlalchemy import text
 
 from cache import CacheAside, CacheMetrics, Codec, Load, RedisLock, SideCommand, create_redis
+from cache.pipelining import PipelineBatcher
 
 INT = Codec(int)
 
@@ -206,3 +208,31 @@ async def test_after_commit_with_postgres(
         await cache.flush_invalidations(session)
     await cache.wait_background()
     assert await client.get(key) is not None
+
+
+async def test_pipeline_error_reply_stays_in_place(client: Redis, key_prefix: str) -> None:
+    """A command Redis rejects comes back as its error where it stood; the others still ran."""
+    text_key, counter = f"{key_prefix}:v1:t:text", f"{key_prefix}:v1:t:n"
+    await client.set(text_key, b"not a number")
+    batcher = PipelineBatcher(timeout=1.0)
+    replies = await batcher.execute(
+        client, [("INCR", counter), ("INCR", text_key), ("GET", text_key), ("INCR", counter)]
+    )
+    assert replies[0] == 1 and replies[2] == b"not a number" and replies[3] == 2
+    assert isinstance(replies[1], ResponseError)
+
+
+async def test_pipeline_cut_off_mid_reply_never_leaks_into_the_next(
+    client: Redis, key_prefix: str
+) -> None:
+    """A timeout after sending leaves a reply on the wire: that connection must not be reused,
+    or the next caller would read the previous caller's answer."""
+    key, empty = f"{key_prefix}:v1:t:value", f"{key_prefix}:v1:t:empty"
+    await client.set(key, b"mine")
+    batcher = PipelineBatcher(timeout=0.05)
+    with pytest.raises(TimeoutError):
+        await batcher.execute(client, [("BLPOP", empty, 0.3)])  # answers (nil) after 0.3 s
+    for _ in range(5):  # whichever pooled connection comes next
+        assert await batcher.execute(client, [("GET", key)]) == [b"mine"]
+    await asyncio.sleep(0.35)
+    assert await batcher.execute(client, [("GET", key)]) == [b"mine"]

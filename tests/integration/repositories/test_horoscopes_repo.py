@@ -13,10 +13,11 @@ from redis.asyncio import Redis
 from sqlalchemy import func, select, text
 
 from cache import CacheAside
+from cache.traffic import RedisTraffic
 from db.models import Horoscope
 from db.repositories import DataContext, HoroscopeData, HoroscopeRepository
 from db.types import Lang, Sign
-from tests.helpers import FakeGenerator, RedisRoundTripCounter, stampede_child
+from tests.helpers import FakeGenerator, stampede_child
 
 DAY = dt.date(2026, 11, 21)
 
@@ -35,7 +36,7 @@ async def test_generate_once_store_and_warm_read_without_sql(
     first = await repo.get_or_generate(Sign.LEO, DAY, Lang.RU)
     assert first.text.startswith("<b>&</b> leo") and not first.is_fallback
     assert first.generator == "fake" and first.model == "fake-1"
-    counter = RedisRoundTripCounter(redis)
+    counter = RedisTraffic(redis)
     sql_counter.reset()
     again = await repo.get_or_generate(Sign.LEO, DAY, Lang.RU, count_view=True)
     assert again == first
@@ -111,7 +112,7 @@ async def test_get_many_and_load_many(ctx: DataContext, redis: Redis, sql_counte
     loaded = await repo.load_many(items)
     assert [v.sign for v in loaded] == [Sign.LEO, Sign.LIBRA, Sign.PISCES]
     assert len(gen.calls) == 3
-    counter = RedisRoundTripCounter(redis)
+    counter = RedisTraffic(redis)
     sql_counter.reset()
     assert await repo.load_many(items) == loaded
     assert all(isinstance(v, HoroscopeData) for v in await repo.get_many(items))
@@ -219,7 +220,7 @@ async def test_text_file_id_and_view_in_one_round_trip(
         await s.commit()
         await horoscopes.get_or_generate(Sign.LEO, DAY, Lang.RU)
         await images.get_file_id(1, "signs/leo.jpg", "a" * 64)
-        counter = RedisRoundTripCounter(redis)
+        counter = RedisTraffic(redis)
         sql_counter.reset()
         text_, ref = await ctx.cache.load_many(
             [horoscopes.load_spec(Sign.LEO, DAY, Lang.RU), images.load_spec(1, "signs/leo.jpg")],

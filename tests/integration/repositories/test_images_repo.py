@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from cache.traffic import RedisTraffic
 from db.repositories import DataContext, FileRef, ImageAssetRepository, SessionRequiredError
-from tests.helpers import RedisRoundTripCounter, unit_of_work
+from tests.helpers import unit_of_work
 
 BOT = 123456
 SHA_A = "a" * 64
@@ -39,7 +40,7 @@ async def test_miss_then_save_then_warm_read_without_sql(
         assert await repo.get_file_id(BOT, "signs/leo.jpg", SHA_A) is None  # NOT_FOUND cached
         assert 0 < await redis.pttl(repo.key(BOT, "signs/leo.jpg")) <= 66_000
     ref = await save(ctx, "signs/leo.jpg", "F1", SHA_A)
-    counter = RedisRoundTripCounter(redis)
+    counter = RedisTraffic(redis)
     sql_counter.reset()
     async with ctx.session_factory() as s:
         got = await ImageAssetRepository(s, ctx).get_file_id(BOT, "signs/leo.jpg", SHA_A)
@@ -96,7 +97,7 @@ async def test_warm_one_query_one_pipeline_then_mget(
         for i, k in enumerate(keys):
             await repo.save(BOT, k, f"F{i}", None, SHA_A)
         await repo.save(BOT + 1, keys[0], "OTHER", None, SHA_A)
-    counter = RedisRoundTripCounter(redis)
+    counter = RedisTraffic(redis)
     sql_counter.reset()
     async with ctx.session_factory() as s:
         repo = ImageAssetRepository(s, ctx)
@@ -129,7 +130,7 @@ async def test_load_spec_batches_like_get_file_id(
     assert isinstance(ref, FileRef) and ref.file_id == "F1" and ref.content_sha256 == SHA_A
     assert 6 * 86_400_000 < await redis.pttl(spec.key) <= 7.8 * 86_400_000
     sql_counter.reset()
-    counter = RedisRoundTripCounter(redis)
+    counter = RedisTraffic(redis)
     assert await ctx.cache.load_many([repo.load_spec(BOT, "signs/leo.jpg")]) == [ref]
     assert sql_counter.count == 0 and counter.count == 1
 

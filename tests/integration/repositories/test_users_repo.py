@@ -12,10 +12,11 @@ from redis.asyncio import Redis
 from sqlalchemy import select, text
 
 from cache import CacheAside, SideCommand
+from cache.traffic import RedisTraffic
 from db.models import User
 from db.repositories import DataContext, PushClaim, UserNotFoundError, UserRepository
 from db.types import Lang, Sign
-from tests.helpers import RedisRoundTripCounter, TgUser, unit_of_work
+from tests.helpers import TgUser, unit_of_work
 
 UTC = dt.UTC
 
@@ -34,7 +35,7 @@ async def test_first_contact_creates_then_known_user_costs_one_trip_and_no_sql(
     assert await redis.get(UserRepository(None, ctx).key(101)) is None  # type: ignore[arg-type]
 
     await create(ctx, TgUser(101, "Ann"))  # loads into Redis
-    counter = RedisRoundTripCounter(redis)
+    counter = RedisTraffic(redis)
     sql_counter.reset()
     async with ctx.session_factory() as s:
         again, created = await UserRepository(s, ctx).get_or_create_from_telegram(TgUser(101))
@@ -62,7 +63,7 @@ async def test_also_commands_ride_in_the_user_get_pipeline(
         )
 
     # new user: the commands ride in the (missing) GET's pipeline, the upsert adds no trip
-    counter = RedisRoundTripCounter(redis)
+    counter = RedisTraffic(redis)
     async with unit_of_work(ctx.session_factory, ctx.cache) as s:
         user, created = await UserRepository(s, ctx).get_or_create_from_telegram(
             TgUser(102, "Bo"), also=also()

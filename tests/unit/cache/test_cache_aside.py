@@ -10,11 +10,12 @@ from typing import Any
 import fakeredis
 import msgspec
 import pytest
-from _cache_fakes import FakeClock, RoundTrips
+from _cache_fakes import FakeClock
 from prometheus_client import CollectorRegistry
 
 from cache import NOT_FOUND, CacheAside, CacheMetrics, CircuitBreaker, Codec, Load, SideCommand
 from cache.breaker import OPEN
+from cache.traffic import RedisTraffic
 
 INT = Codec(int)
 KEY = "t:v1:ns:1"
@@ -44,7 +45,7 @@ async def test_miss_then_hit_one_get(cache: CacheAside, fake: Any, metrics: Cach
     loader = counting_loader(Item(1, "a"))
     codec = Codec(Item)
     assert await cache.get_or_load(KEY, loader, ttl=60, codec=codec) == Item(1, "a")
-    trips = RoundTrips(fake)
+    trips = RedisTraffic(fake)
     assert await cache.get_or_load(KEY, loader, ttl=60, codec=codec) == Item(1, "a")
     assert loader.calls == 1
     assert trips.count == 1 and trips.commands[0][0] == "GET"
@@ -53,7 +54,7 @@ async def test_miss_then_hit_one_get(cache: CacheAside, fake: Any, metrics: Cach
 
 async def test_concurrent_gets_share_one_round_trip(cache: CacheAside, fake: Any) -> None:
     await cache.set(KEY, 5, ttl=60, codec=INT)
-    trips = RoundTrips(fake)
+    trips = RedisTraffic(fake)
     loader = counting_loader(1)
     res = await asyncio.gather(
         *(cache.get_or_load(KEY, loader, ttl=60, codec=INT) for _ in range(50))
@@ -196,7 +197,7 @@ async def test_side_commands_in_same_round_trip(cache: CacheAside, fake: Any) ->
         nonlocal called
         called = True
 
-    trips = RoundTrips(fake)
+    trips = RedisTraffic(fake)
     also = [
         SideCommand(("HINCRBY", "t:v1:views:2026-01-01", "aries", 1), fb),
         SideCommand(("HSET", "t:v1:seen", "7", "123")),
@@ -212,7 +213,7 @@ async def test_side_command_reply_reaches_on_result(cache: CacheAside, fake: Any
     """A decision that needs Redis' answer (a throttle's INCR) rides in the same round trip."""
     await cache.set(KEY, 5, ttl=60, codec=INT)
     replies: list[Any] = []
-    trips = RoundTrips(fake)
+    trips = RedisTraffic(fake)
     also = [SideCommand(("INCR", "t:v1:throttle:7"), on_result=replies.append)]
     await cache.get_or_load(KEY, counting_loader(0), ttl=60, codec=INT, also=also)
     await cache.load_many([Load(KEY, counting_loader(0), INT, 60)], also=also)
@@ -278,7 +279,7 @@ async def test_breaker_opens_and_recovers(
         assert await cache.get_or_load(KEY, counting_loader(1), ttl=60, codec=INT) == 1
     assert breaker.state == OPEN
     errors = ev(metrics, "redis_error")
-    trips = RoundTrips(fake)
+    trips = RedisTraffic(fake)
     for _ in range(10):
         assert await cache.get_or_load(KEY, counting_loader(1), ttl=60, codec=INT) == 1
     assert trips.count == 0  # skipped entirely while open
@@ -304,7 +305,7 @@ async def test_response_errors_do_not_open_breaker(fake: Any, metrics: CacheMetr
 async def test_load_many_one_round_trip(cache: CacheAside, fake: Any) -> None:
     await cache.set("t:v1:a:1", 1, ttl=60, codec=INT)
     await cache.set("t:v1:b:1", "x", ttl=60, codec=Codec(str))
-    trips = RoundTrips(fake)
+    trips = RedisTraffic(fake)
     loads: list[Load[Any]] = [
         Load("t:v1:a:1", counting_loader(99), INT, 60),
         Load("t:v1:b:1", counting_loader("y"), Codec(str), 60),
@@ -330,7 +331,7 @@ async def test_load_many_one_round_trip(cache: CacheAside, fake: Any) -> None:
 async def test_get_many(cache: CacheAside, fake: Any) -> None:
     await cache.set_many({"t:v1:a:1": 1, "t:v1:a:2": 2}, ttl=60, codec=INT)
     await fake.set("t:v1:a:3", b"bad")
-    trips = RoundTrips(fake)
+    trips = RedisTraffic(fake)
     assert await cache.get_many(["t:v1:a:1", "t:v1:a:9", "t:v1:a:3", "t:v1:a:2"], INT) == [
         1,
         None,
@@ -344,7 +345,7 @@ async def test_get_many(cache: CacheAside, fake: Any) -> None:
 async def test_invalidate_deletes_value_and_lock(cache: CacheAside, fake: Any) -> None:
     await cache.set(KEY, 1, ttl=60, codec=INT)
     await fake.set(KEY + ":lock", b"someone")
-    trips = RoundTrips(fake)
+    trips = RedisTraffic(fake)
     await cache.invalidate(KEY)
     assert trips.count == 1
     assert await fake.get(KEY) is None and await fake.get(KEY + ":lock") is None
@@ -461,27 +462,38 @@ def test_invalid_jitter() -> None:
         CacheAside(None, jitter=1.5)
 
 
-class _SentThenSilentPipe:
-    """A pipeline whose commands went out but whose reply never comes."""
+class _SentThenSilentConnection:
+    """A connection whose commands go out but whose reply never comes."""
 
-    connection: Any = None
+    disconnected = False
 
-    def execute_command(self, *args: Any) -> None:
+    def pack_commands(self, commands: Any) -> list[bytes]:
+        return [b"packed"]
+
+    async def send_packed_command(self, packed: Any) -> None:
         pass
 
-    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+    async def read_response(self, **_kw: Any) -> Any:
         await asyncio.sleep(10)
-        return []
+
+    async def disconnect(self, nowait: bool = False) -> None:
+        self.disconnected = True
 
 
 class _SentThenSilentRedis:
-    class connection_pool:
-        @staticmethod
-        async def get_connection() -> object:
-            return object()
+    def __init__(self) -> None:
+        self.conns: list[_SentThenSilentConnection] = []
+        outer = self
 
-    def pipeline(self, transaction: bool = True) -> _SentThenSilentPipe:
-        return _SentThenSilentPipe()
+        class Pool:
+            async def get_connection(self) -> _SentThenSilentConnection:
+                outer.conns.append(_SentThenSilentConnection())
+                return outer.conns[-1]
+
+            async def release(self, conn: Any) -> None:
+                pass
+
+        self.connection_pool = Pool()
 
     def register_script(self, script: str) -> Any:
         return None
@@ -490,7 +502,8 @@ class _SentThenSilentRedis:
 async def test_side_command_timed_out_after_sending_is_not_replayed() -> None:
     """A timeout after the pipeline went out is ambiguous: replaying could double count."""
     metrics = CacheMetrics(CollectorRegistry())
-    cache = CacheAside(_SentThenSilentRedis(), metrics=metrics, op_timeout=0.05)  # type: ignore[arg-type]
+    redis = _SentThenSilentRedis()
+    cache = CacheAside(redis, metrics=metrics, op_timeout=0.05)  # type: ignore[arg-type]
     replayed: list[int] = []
 
     async def fb() -> None:
@@ -501,3 +514,5 @@ async def test_side_command_timed_out_after_sending_is_not_replayed() -> None:
     await cache.send(*also)
     assert replayed == []
     assert metrics.snapshot()["views"]["side_unknown"] == 2
+    # cut off mid-exchange: the connection is dropped, never reused with a reply pending
+    assert [c.disconnected for c in redis.conns] == [True, True]

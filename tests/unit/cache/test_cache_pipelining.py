@@ -6,12 +6,12 @@ import asyncio
 from typing import Any
 
 import pytest
-from _cache_fakes import RoundTrips
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from cache import CacheAside, CacheMetrics, Codec, SideCommand
 from cache.breaker import CLOSED
 from cache.pipelining import NotSentError, PipelineBatcher
+from cache.traffic import RedisTraffic
 
 INT = Codec(int)
 
@@ -19,7 +19,7 @@ INT = Codec(int)
 async def test_concurrent_side_reads_share_a_few_pipelines(cache: CacheAside, fake: Any) -> None:
     """500 concurrent counted reads: each gets its own reply, on at most a few connections."""
     await cache.set("t:v1:h:1", 7, ttl=60, codec=INT)
-    trips = RoundTrips(fake)
+    trips = RedisTraffic(fake)
     replies: dict[int, int] = {}
 
     async def one(i: int) -> int | None:
@@ -45,31 +45,30 @@ async def test_concurrent_side_reads_share_a_few_pipelines(cache: CacheAside, fa
 async def test_batcher_bounds_pipelines_in_flight() -> None:
     in_flight = peak = 0
 
-    class SlowPipe:
-        connection: Any = None
+    class SlowConnection:
+        def pack_commands(self, commands: Any) -> list[Any]:
+            self.n = len(list(commands))
+            return []
 
-        def __init__(self) -> None:
-            self.n = 0
-
-        def execute_command(self, *args: Any) -> None:
-            self.n += 1
-
-        async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        async def send_packed_command(self, packed: Any) -> None:
             nonlocal in_flight, peak
             in_flight += 1
             peak = max(peak, in_flight)
             await asyncio.sleep(0.01)
             in_flight -= 1
-            return list(range(self.n))
+
+        async def read_response(self, **_kw: Any) -> Any:
+            return 1
 
     class FakeRedis:
         class connection_pool:
             @staticmethod
-            async def get_connection() -> object:
-                return object()
+            async def get_connection() -> SlowConnection:
+                return SlowConnection()
 
-        def pipeline(self, transaction: bool = True) -> SlowPipe:
-            return SlowPipe()
+            @staticmethod
+            async def release(conn: Any) -> None:
+                pass
 
     batcher = PipelineBatcher(timeout=1.0, max_in_flight=3)
     redis: Any = FakeRedis()
@@ -85,12 +84,6 @@ async def test_no_connection_is_not_sent() -> None:
             @staticmethod
             async def get_connection() -> object:
                 raise RedisConnectionError("No connection available.")
-
-        def pipeline(self, transaction: bool = True) -> Any:
-            class P:
-                def execute_command(self, *a: Any) -> None: ...
-
-            return P()
 
     with pytest.raises(NotSentError):
         await PipelineBatcher(timeout=1.0).execute(NoConn(), [("GET", "k")])  # type: ignore[arg-type]
