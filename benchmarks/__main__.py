@@ -8,7 +8,6 @@ against baselines of the same run; absolute times on a shared machine mean littl
 from __future__ import annotations
 
 import argparse
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from benchmarks import bot_throughput, memory, redis_down, stampede
 from benchmarks._env import redis_url
 from benchmarks._util import RESULTS_DIR, render_markdown, write_json
+from bot import runtime
 
 NAMES = ("cache_engine", "bot_throughput", "stampede", "memory", "redis_down")
 
@@ -152,7 +152,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     only = args.only or list(NAMES)
-    asyncio.run(main_async(args.quick, [n for n in NAMES if n in only]))
+    runtime.run(main_async(args.quick, [n for n in NAMES if n in only]))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 * a database of our own on the Postgres server (created, migrated, dropped: tests/conftest.py's
   approach) and a Redis key prefix of our own (deleted with SCAN + DEL, never FLUSHDB);
-* counters: SQL statements (SQLAlchemy ``before_cursor_execute``) and Redis commands / round
-  trips (wrapping one client's ``execute_command`` and its pipelines' ``execute``);
+* counters: SQL statements (SQLAlchemy ``before_cursor_execute``); Redis commands and round
+  trips are counted on the client's connections (cache/traffic.py);
 * a Bot session that answers locally (no HTTP): it prepares the request like aiogram's aiohttp
   session does, then parses a plausible JSON reply through ``check_response``;
 * a closed port and a "hung" Redis (accepts connections, never answers).
@@ -21,7 +21,7 @@ import socket
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -183,55 +183,6 @@ class SQLCounter:
 
     def __exit__(self, *exc: object) -> None:
         event.remove(self.engine.sync_engine, "before_cursor_execute", self._on_execute)
-
-
-class RedisCounter:
-    """Counts commands and round trips of one redis.asyncio client.
-
-    A direct command (``client.get``...) is one command and one round trip; a pipeline's
-    ``execute`` is one round trip carrying ``len(command_stack)`` commands. Instance
-    attributes shadow the class methods, so only this client is measured.
-    """
-
-    def __init__(self, client: Redis) -> None:
-        self.client = client
-        self.commands = 0
-        self.round_trips = 0
-        self.names: Counter[str] = Counter()
-        orig_execute: Callable[..., Awaitable[Any]] = client.execute_command
-        orig_pipeline = client.pipeline
-
-        async def execute_command(*args: Any, **options: Any) -> Any:
-            self.commands += 1
-            self.round_trips += 1
-            self.names[str(args[0]).upper()] += 1
-            return await orig_execute(*args, **options)
-
-        def pipeline(*args: Any, **kwargs: Any) -> Any:
-            pipe = orig_pipeline(*args, **kwargs)
-            orig_pipe_execute = pipe.execute
-
-            async def execute(*a: Any, **kw: Any) -> Any:
-                stack = pipe.command_stack
-                self.round_trips += 1
-                self.commands += len(stack)
-                for args, _options in stack:
-                    self.names[str(args[0]).upper()] += 1
-                return await orig_pipe_execute(*a, **kw)
-
-            pipe.execute = execute  # type: ignore[method-assign]
-            return pipe
-
-        client.execute_command = execute_command  # type: ignore[method-assign]
-        client.pipeline = pipeline  # type: ignore[method-assign]
-
-    def reset(self) -> None:
-        self.commands = 0
-        self.round_trips = 0
-        self.names.clear()
-
-
-# ---------------------------------------------------------------- a local Bot API
 
 
 class LocalSession(BaseSession):

@@ -4,7 +4,6 @@ command line of a benchmark module."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
@@ -16,6 +15,8 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
+
+from bot import runtime
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -73,6 +74,11 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _loop_name() -> str:
+    """The event loop the benchmarks run on: the bot's (bot/runtime.py), uvloop when installed."""
+    return "uvloop" if runtime.event_loop_factory() is not None else "asyncio"
+
+
 def machine(redis_version: str | None = None) -> dict[str, Any]:
     """CPU model, cores, Python, OS and (when given) the Redis server version."""
     cpu = platform.processor() or ""
@@ -89,6 +95,7 @@ def machine(redis_version: str | None = None) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "implementation": platform.python_implementation(),
         "os": platform.platform(),
+        "loop": _loop_name(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if redis_version:
@@ -110,8 +117,12 @@ def machine_with_postgres(versions: dict[str, str]) -> dict[str, Any]:
 
 
 def machine_summary(m: dict[str, Any], *, postgres: bool = True) -> str:
-    """``cpu=... cores=... python=... redis=...`` (and ``postgres=...``): a report's first line."""
-    line = f"cpu={m['cpu']} cores={m['cores']} python={m['python']} redis={m.get('redis')}"
+    """``cpu=... cores=... python=... loop=... redis=...`` (and ``postgres=...``): a report's
+    first line."""
+    line = (
+        f"cpu={m['cpu']} cores={m['cores']} python={m['python']} loop={m.get('loop')} "
+        f"redis={m.get('redis')}"
+    )
     return f"{line} postgres={m.get('postgres')}" if postgres else line
 
 
@@ -132,11 +143,11 @@ def publish(name: str, result: dict[str, Any], report: Callable[[dict[str, Any]]
 
 
 def cli(run: Callable[..., Coroutine[Any, Any, Any]], description: str | None) -> None:
-    """``python -m benchmarks.<module> [--quick]``: ``asyncio.run(run(quick=...))``."""
+    """``python -m benchmarks.<module> [--quick]``: ``run(quick=...)`` on the bot's event loop."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    asyncio.run(run(quick=args.quick))
+    runtime.run(run(quick=args.quick))
 
 
 def render_markdown(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -36,7 +36,6 @@ from benchmarks._env import (
     BOT_ID,
     BenchStores,
     LocalSession,
-    RedisCounter,
     SQLCounter,
     bench_settings,
     bot_engine,
@@ -61,11 +60,13 @@ from benchmarks._util import (
     render_table,
 )
 from benchmarks.seed_baseline import build_seed_bot
+from bot import runtime
 from bot.app import AppContext, build_app
 from bot.config import Settings
 from bot.generation.template import TemplateGenerator
 from bot.services.horoscope import sign_asset
 from cache import CacheAside, CacheMetrics, KeySpace
+from cache.traffic import RedisTraffic
 from db.engine import create_session_factory
 from db.models import ImageAsset
 from db.repositories import DataContext, HoroscopeRepository
@@ -85,7 +86,7 @@ class Variant:
     bot: Bot
     session: LocalSession
     app: AppContext | None = None
-    redis_counter: RedisCounter | None = None
+    redis_counter: RedisTraffic | None = None
     seed_stats: dict[str, int] | None = None
 
     @property
@@ -125,7 +126,7 @@ class World:
     ) -> Variant:
         """``build_app`` on this world; ``redis`` replaces the client (a dead/hung Redis)."""
         client = redis if redis is not None else self.redis
-        counter = RedisCounter(client) if redis is not None else None
+        counter = RedisTraffic(client) if redis is not None else None
         bot, session = local_bot()
         stores = BenchStores(session_factory=self.session_factory, redis=client)
         _, dp, app = build_app(
@@ -265,8 +266,8 @@ async def drive(w: World, v: Variant, users: Sequence[tuple[int, str]], concurre
         latencies=latencies,
         wall=wall,
         sql=w.sql.count,
-        redis_commands=counter.commands if counter is not None else 0,
-        redis_round_trips=counter.round_trips if counter is not None else 0,
+        redis_commands=len(counter.commands) if counter is not None else 0,
+        redis_round_trips=counter.count if counter is not None else 0,
         replies=replies,
         failures=failures + v.errors - errors_before,
         cache_events={k: x - events_before.get(k, 0.0) for k, x in _events(v).items()},
@@ -365,7 +366,7 @@ async def run(
     with quiet_logs():
         async with world(n_users, database_url=database_url) as w:
             ours = w.app_variant("redis", cache_enabled=True)
-            ours.redis_counter = RedisCounter(w.redis)
+            ours.redis_counter = RedisTraffic(w.redis)
             pg_only = w.app_variant("postgres-only", cache_enabled=False)
             # warm-up: users into Redis, the 12 pictures uploaded once (file_ids stored)
             warm = await warm_up(w, ours)
@@ -378,6 +379,8 @@ async def run(
             variants = [ours, pg_only, seeds]
             for v in variants[1:]:  # warm pools and code paths of the other two
                 await drive(w, v, w.users[: min(200, len(w.users))], 20)
+            # as the runner does once the bot is up (bot/runtime.py): same process settings
+            runtime.freeze_startup_heap()
             results = await interleaved(w, variants, concurrencies, rounds, w.users)
             versions = w.versions
     ratios = {}

@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from benchmarks._util import machine, machine_summary, publish, render_table, summarize
+from bot import runtime
 from cache import CacheAside, CacheMetrics, Codec, create_redis
 
 
@@ -199,7 +200,7 @@ async def _stampede_one_process(
 def _stampede_worker(
     redis_url: str, key: str, counter_key: str, callers: int, barrier: Any, queue: Any
 ) -> None:
-    queue.put(asyncio.run(_stampede_one_process(redis_url, key, counter_key, callers, barrier)))
+    queue.put(runtime.run(_stampede_one_process(redis_url, key, counter_key, callers, barrier)))
 
 
 async def _stampede(redis_url: str, prefix: str) -> dict[str, Any]:
@@ -428,7 +429,7 @@ def main() -> None:
         "--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     )
     args = parser.parse_args()
-    asyncio.run(run(args.redis_url, quick=args.quick))
+    runtime.run(run(args.redis_url, quick=args.quick))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
-from benchmarks._env import RedisCounter, bot_redis, free_port, hung_redis, quiet_logs
+from benchmarks._env import bot_redis, free_port, hung_redis, quiet_logs
 from benchmarks._util import (
     cli,
     machine_summary,
@@ -27,6 +27,8 @@ from benchmarks._util import (
     render_table,
 )
 from benchmarks.bot_throughput import drive, interleaved, warm_up, world
+from bot import runtime
+from cache.traffic import RedisTraffic
 
 LABELS = {
     "redis-up": "Redis up",
@@ -64,7 +66,7 @@ async def run(
                 stack.push_async_callback(client.aclose)
                 clients[name] = client
             up = w.app_variant("redis-up")
-            up.redis_counter = RedisCounter(w.redis)
+            up.redis_counter = RedisTraffic(w.redis)
             await warm_up(w, up)  # users into Redis, pictures uploaded once
             variants = [
                 up,
@@ -82,6 +84,7 @@ async def run(
                     "total_ms": sum(b.latencies) * 1000,
                     "failures": b.failures,
                 }
+            runtime.freeze_startup_heap()  # as the runner does once the bot is up
             results = await interleaved(
                 w, variants, concurrencies, rounds, w.users, sequential_users=sequential
             )

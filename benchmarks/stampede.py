@@ -45,6 +45,7 @@ from benchmarks._util import (
     publish,
     render_table,
 )
+from bot import runtime
 from bot.generation.template import TemplateGenerator
 from cache import CacheAside, CacheMetrics, KeySpace
 from db.engine import create_engine, create_session_factory
@@ -160,7 +161,7 @@ def _worker(args: tuple[Any, ...], queue: Any) -> None:
     with quiet_logs():
         _silence_fallback_errors()
         try:
-            queue.put(asyncio.run(_one_process(*args)))
+            queue.put(runtime.run(_one_process(*args)))
         except Exception as exc:  # report instead of hanging the parent
             queue.put({"crash": repr(exc)})
 
