@@ -29,6 +29,12 @@ def _part(value: object) -> str:
     bool is rejected before int (bool is an int subclass and ``True`` as a key part is almost
     always a bug); datetime is rejected because its isoformat contains ``:``, the separator.
     """
+    if type(value) is int:  # the hot cases first: ids, then plain strings
+        return str(value)
+    if type(value) is str:
+        if _SAFE.fullmatch(value) is None:
+            raise ValueError(f"unsafe key part: {value!r}")
+        return value
     if isinstance(value, enum.Enum):
         value = value.value
     if isinstance(value, bool):
@@ -83,5 +89,10 @@ class KeySpace:
         _part(self.version)
 
     def key(self, namespace: str, *parts: object) -> str:
-        """Build a key in this key space (same validation as make_key)."""
-        return make_key(self.prefix, self.version, namespace, *parts)
+        """Build a key in this key space (same validation and result as make_key).
+
+        Several keys are built per update; the prefix and version were checked once, here."""
+        key = ":".join((self.prefix, self.version, _part(namespace), *map(_part, parts)))
+        if len(key) > MAX_KEY_BYTES:  # parts are ASCII (checked above): chars == bytes
+            raise ValueError(f"key longer than {MAX_KEY_BYTES} bytes: {key[:60]!r}...")
+        return key

@@ -100,3 +100,29 @@ def test_int_parts_round_trip(n: int) -> None:
 def test_any_forbidden_char_raises(before: str, bad: str, after: str) -> None:
     with pytest.raises(ValueError):
         make_key("p", "v1", "ns", before + bad + after)
+
+
+_ANY_PART = st.one_of(
+    st.text(max_size=12),
+    st.text(alphabet=SAFE, min_size=1, max_size=80),
+    st.integers(),
+    st.booleans(),
+    st.dates(),
+    st.sampled_from([Sign.ARIES, Num.ONE]),
+    st.none(),
+    st.floats(allow_nan=False),
+)
+
+
+@given(st.text(alphabet=SAFE, min_size=1, max_size=8), st.lists(_ANY_PART, max_size=4))
+def test_keyspace_key_agrees_with_make_key(namespace: str, parts: list[object]) -> None:
+    """KeySpace.key (the hot path, prefix checked once) builds or refuses exactly like make_key."""
+    try:
+        expected: str | type[ValueError] = make_key("p", "v1", namespace, *parts)
+    except ValueError:
+        expected = ValueError
+    if expected is ValueError:
+        with pytest.raises(ValueError):
+            KeySpace("p", "v1").key(namespace, *parts)
+    else:
+        assert KeySpace("p", "v1").key(namespace, *parts) == expected
