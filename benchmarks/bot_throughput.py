@@ -26,7 +26,9 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiogram import Bot, Dispatcher
+from aiogram import Bot, Dispatcher, Router
+from aiogram.filters import Command
+from aiogram.types import Message
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from sqlalchemy import select, text
@@ -62,8 +64,10 @@ from benchmarks._util import (
 from benchmarks.seed_baseline import build_seed_bot
 from bot import runtime
 from bot.app import AppContext, build_app
+from bot.callbacks import Day
 from bot.config import Settings
 from bot.generation.template import TemplateGenerator
+from bot.keyboards import horoscope_keyboard
 from bot.services.horoscope import sign_asset
 from cache import CacheAside, CacheMetrics, KeySpace
 from cache.traffic import RedisTraffic
@@ -157,6 +161,26 @@ class World:
         return Variant(name, dp, bot, session, seed_stats=stats)
 
 
+def floor_variant(file_id: str, name: str = "floor") -> Variant:
+    """aiogram alone: the same /today command answered with a fixed picture, caption and
+    keyboard, no data layer at all. What every variant pays before reading anything: the
+    dispatch, building the sendPhoto request and validating Telegram's reply."""
+    router = Router(name="floor")
+    caption = (
+        "<b>♈ Aries</b> · today\n" + "The stars are quiet; a fine day for small, kind work. " * 10
+    )
+    keyboard = horoscope_keyboard(Lang.EN, Sign.ARIES, Day.TODAY, False)
+
+    @router.message(Command("today"))
+    async def today(message: Message, bot: Bot) -> None:
+        await bot.send_photo(message.chat.id, file_id, caption=caption, reply_markup=keyboard)
+
+    dp = Dispatcher(disable_fsm=True)
+    dp.include_router(router)
+    bot, session = local_bot()
+    return Variant(name, dp, bot, session)
+
+
 @contextlib.asynccontextmanager
 async def world(n_users: int, *, database_url: str | None = None) -> AsyncIterator[World]:
     """A fresh database with ``n_users`` users (sign and language set), today's horoscopes
@@ -208,6 +232,13 @@ async def world(n_users: int, *, database_url: str | None = None) -> AsyncIterat
 
         stack.push_async_callback(close_all)
         yield w
+
+
+async def _any_file_id(w: World) -> str:
+    async with w.session_factory() as s:
+        file_id = await s.scalar(select(ImageAsset.file_id).where(ImageAsset.bot_id == BOT_ID))
+    assert file_id is not None, "warm up the app variant first: it uploads the pictures"
+    return str(file_id)
 
 
 async def _insert_users(engine: AsyncEngine, users: Sequence[tuple[int, str]]) -> None:
@@ -376,8 +407,9 @@ async def run(
                     await s.scalar(text("SELECT count(*) FROM image_assets")) or 0
                 )
             seeds = await w.seed_variant()
-            variants = [ours, pg_only, seeds]
-            for v in variants[1:]:  # warm pools and code paths of the other two
+            floor = floor_variant(await _any_file_id(w))
+            variants = [ours, pg_only, seeds, floor]
+            for v in variants[1:]:  # warm pools and code paths of the others
                 await drive(w, v, w.users[: min(200, len(w.users))], 20)
             # as the runner does once the bot is up (bot/runtime.py): same process settings
             runtime.freeze_startup_heap()
@@ -388,7 +420,8 @@ async def run(
         c = f"c{conc}"
         base = results["seeds"][c]["updates_per_s"]
         ratios[c] = {
-            name: results[name][c]["updates_per_s"] / base for name in ("redis", "postgres-only")
+            name: results[name][c]["updates_per_s"] / base
+            for name in ("redis", "postgres-only", "floor")
         }
     result = {
         "machine": machine_with_postgres(versions),
@@ -417,6 +450,7 @@ LABELS = {
     "redis": "this project (Redis first)",
     "postgres-only": "same code, cache disabled",
     "seeds": "seeds' way (Postgres per update)",
+    "floor": "floor: aiogram alone, fixed reply",
 }
 
 

@@ -27,7 +27,7 @@ async def test_bot_throughput_counts() -> None:
     assert warm["failures"] == 0
     assert warm["file_ids_stored"] == 12
     v = result["variants"]
-    for name in ("redis", "postgres-only", "seeds"):
+    for name in ("redis", "postgres-only", "seeds", "floor"):
         for conc in ("c1", "c4"):
             s = v[name][conc]
             assert s["updates"] == 24
@@ -40,6 +40,9 @@ async def test_bot_throughput_counts() -> None:
     assert v["seeds"]["c1"]["sql_per_update"] >= 3
     assert v["seeds"]["c1"]["redis_commands_per_update"] == 0
     assert v["postgres-only"]["c1"]["sql_per_update"] >= 3
+    # the floor (aiogram alone, fixed reply) touches neither store
+    assert v["floor"]["c1"]["sql_per_update"] == 0
+    assert v["floor"]["c1"]["redis_round_trips_per_update"] == 0
 
 
 async def test_memory_counts() -> None:
