@@ -49,21 +49,21 @@ GENERATION_TOKENS = Counter(
 )
 JOB_RUNS = Counter(
     "bot_job_runs_total",
-    "Scheduled job runs by job and outcome (ok, failed, skipped: another instance leads).",
-    ["job", "outcome"],
+    "Scheduled job runs by task (the job's name) and outcome (ok, failed, skipped: another leads).",
+    ["task", "outcome"],
     registry=REGISTRY,
 )
 JOB_SECONDS = Histogram(
     "bot_job_seconds",
-    "Duration of job runs.",
-    ["job"],
+    "Duration of job runs, by task (the job's name).",
+    ["task"],
     buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300),
     registry=REGISTRY,
 )
 JOB_LAST_SUCCESS = Gauge(
     "bot_job_last_success_timestamp_seconds",
-    "Unix time of each job's last successful run.",
-    ["job"],
+    "Unix time of each job's last successful run, by task (the job's name).",
+    ["task"],
     registry=REGISTRY,
 )
 PUSHES = Counter(

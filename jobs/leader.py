@@ -121,11 +121,11 @@ class JobRunner:
             return outcome
         finally:
             elapsed = self._monotonic() - started
-            JOB_RUNS.labels(name, outcome.value).inc()
+            JOB_RUNS.labels(task=name, outcome=outcome.value).inc()
             if outcome is not JobOutcome.SKIPPED:
-                JOB_SECONDS.labels(name).observe(elapsed)
+                JOB_SECONDS.labels(task=name).observe(elapsed)
             if outcome is JobOutcome.OK:
-                JOB_LAST_SUCCESS.labels(name).set(time.time())
+                JOB_LAST_SUCCESS.labels(task=name).set(time.time())
         log.info("job_done", seconds=round(elapsed, 3), result=_summary(result))
         return outcome
 

@@ -60,7 +60,7 @@ def parse_metrics(text: str) -> dict[str, Any]:
         elif name == "bot_updates_total":
             updates[labels.get("type", "?")] += value
         elif name == "bot_job_runs_total":
-            jobs[f"{labels.get('job', '?')}:{labels.get('outcome', '?')}"] += value
+            jobs[f"{labels.get('task', '?')}:{labels.get('outcome', '?')}"] += value
     return summarize(
         images=images,
         fallbacks=fallbacks,

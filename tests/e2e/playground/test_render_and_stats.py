@@ -259,7 +259,7 @@ bot_updates_total{outcome="ok",type="message"} 4.0
 bot_updates_total{outcome="throttled",type="message"} 1.0
 bot_updates_total{outcome="ok",type="callback_query"} 2.0
 # TYPE bot_job_runs_total counter
-bot_job_runs_total{job="precompute",outcome="ok"} 1.0
+bot_job_runs_total{task="precompute",outcome="ok"} 1.0
 # TYPE process_cpu_seconds_total counter
 process_cpu_seconds_total 1.5
 """

@@ -49,9 +49,9 @@ async def test_second_runner_skips_while_first_leads(fake_redis: Redis) -> None:
     assert runs == 1
     assert await fake_redis.exists(a.lock_key(job)) == 0  # released at the end
     assert await b.run(job, work) is JobOutcome.OK  # and the next run can lead
-    assert sample("bot_job_runs_total", job=job, outcome="skipped") == 1
-    assert sample("bot_job_runs_total", job=job, outcome="ok") == 2
-    assert sample("bot_job_last_success_timestamp_seconds", job=job) > 0
+    assert sample("bot_job_runs_total", task=job, outcome="skipped") == 1
+    assert sample("bot_job_runs_total", task=job, outcome="ok") == 2
+    assert sample("bot_job_last_success_timestamp_seconds", task=job) > 0
 
 
 async def test_failing_job_is_contained_and_releases_the_lock(fake_redis: Redis) -> None:
@@ -62,7 +62,7 @@ async def test_failing_job_is_contained_and_releases_the_lock(fake_redis: Redis)
         raise RuntimeError("boom")
 
     assert await runner.run(job, boom) is JobOutcome.FAILED
-    assert sample("bot_job_runs_total", job=job, outcome="failed") == 1
+    assert sample("bot_job_runs_total", task=job, outcome="failed") == 1
     assert await fake_redis.exists(runner.lock_key(job)) == 0
     assert not runner.running
 
