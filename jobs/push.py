@@ -12,8 +12,9 @@ Rules, and why:
   picks them up again.
 * **Gone users stop costing sends.** 403 (blocked, deactivated) and 400 "chat not found" turn
   the push off for that user.
-* **One global rate.** Every send takes a token from one bucket (Settings.push_rate_per_second,
-  25/s, under Telegram's ~30/s). A 429 pauses the whole bucket for ``retry_after``, then the
+* **One global rate.** Every HTTP request takes a token from one bucket
+  (Settings.push_rate_per_second, 25/s, under Telegram's ~30/s), the re-upload after a rejected
+  file_id included. A 429 pauses the whole bucket for ``retry_after``, then the
   same user is tried again: Telegram's answer is about the bot, not about one chat.
 * **A push is not a view.** The text is read with ``count_view=False``.
 """
@@ -127,15 +128,20 @@ class _PushRun:
 
     # -------------------------------------------------------------- sending
 
-    async def _send(self, call: Callable[[], Awaitable[T]]) -> T:
+    async def _send(self, call: Callable[[], Awaitable[T]], *, gated: bool = False) -> T:
         """One Telegram call under the bucket; a 429 pauses everyone, then this call retries.
 
         ``call`` must raise a 429 rather than wait it out itself (``retry_429=False`` for the
         image sender): waiting in one worker would let the others carry on sending while
         Telegram asks the bot to stop, and would resend without a token.
+
+        ``gated``: ``call`` takes a token itself before each of its HTTP requests (the image
+        sender, through ``before_request``: a rejected file_id is followed by an upload in the
+        same call, and each request needs a token of its own), so none is taken here.
         """
         for _ in range(MAX_RETRY_AFTER):
-            await self.bucket.acquire()
+            if not gated:
+                await self.bucket.acquire()
             try:
                 return await call()
             except TelegramRetryAfter as exc:
@@ -175,7 +181,9 @@ class _PushRun:
                     caption=caption,
                     parse_mode=ParseMode.HTML,
                     retry_429=False,
-                )
+                    before_request=self.bucket.acquire,
+                ),
+                gated=True,
             )
         except Exception as exc:
             await self._failed(claim, exc)

@@ -19,7 +19,8 @@ the picture of an existing one (Today/Tomorrow buttons) through editMessageMedia
 
 A 429 (TelegramRetryAfter) is waited out once inside the call (``with_retry``: right for a
 person waiting on an answer); ``send_photo(..., retry_429=False)`` raises it to the caller
-instead, for a sender with a rate limiter of its own (the push pauses its whole token bucket).
+instead, for a sender with a rate limiter of its own (the push pauses its whole token bucket);
+``before_request`` lets that limiter take a token before every HTTP request the call sends.
 """
 
 from __future__ import annotations
@@ -229,14 +230,19 @@ class ImageSender:
         parse_mode: str | None = None,
         known: FileRef | _Unset | None = _UNSET,
         retry_429: bool = True,
+        before_request: Callable[[], Awaitable[None]] | None = None,
     ) -> SentPhoto:
         """Send ``asset_key`` to a chat. ``known``: the file_id ref already read by the caller
         (batched with other reads), so the sender does not read it again. ``parse_mode``: None
         keeps the Bot's default. ``retry_429=False``: a TelegramRetryAfter is raised to the
-        caller at once instead of being waited out (and retried) inside this call."""
+        caller at once instead of being waited out (and retried) inside this call.
+        ``before_request``: awaited before *each* sendPhoto request, so a rate limiter sees
+        every one (one call may send two: a rejected file_id, then the upload)."""
         extra: dict[str, Any] = {} if parse_mode is None else {"parse_mode": parse_mode}
 
         async def deliver(media: PhotoMedia) -> Message:
+            if before_request is not None:
+                await before_request()
             return await bot.send_photo(
                 chat_id=chat_id, photo=media, caption=caption, reply_markup=reply_markup, **extra
             )

@@ -238,3 +238,33 @@ async def test_two_thousand_subscribers_under_429s_never_exceed_the_bucket(
 
     again = await run_push(push_deps, bucket=bucket)
     assert again.due == 0
+
+
+async def test_rejected_file_id_and_its_re_upload_each_take_a_token(
+    push_deps: JobDeps, botapi: BotAPIServer, clock: PinnedClock
+) -> None:
+    # Day one uploads each sign's picture once and caches the file_ids.
+    await add_users(push_deps, [user(uid, None) for uid in range(1, 7)])  # six signs
+    for uid in range(1, 7):
+        botapi.user(uid)
+    clock.now = dt.datetime(2026, 3, 10, 7, 0, tzinfo=dt.UTC)  # 10:00 in Moscow
+    first = await run_push(push_deps)
+    assert first.sent == 6 and botapi.uploads() == 6
+
+    # Telegram purged the files: every cached file_id is rejected once, then re-uploaded in
+    # the same call. Each of those requests must take a token of its own.
+    assert botapi.forget_file_ids() > 0
+    before = len(botapi.calls)
+    clock.advance(days=1)
+    bucket = TokenBucket(1000, burst=100)
+    report = await run_push(push_deps, bucket=bucket, concurrency=3)
+
+    assert (report.due, report.sent, report.failed) == (6, 6, 0)
+    assert [len(sent_to(botapi, uid)) for uid in range(1, 7)] == [2] * 6
+    requests = botapi.calls[before:]
+    assert {c.method for c in requests} <= {"sendPhoto", "sendMessage"}
+    rejected = [c for c in requests if c.method == "sendPhoto" and c.outcome == 400]
+    assert len(rejected) == 6  # each sign's stale file_id, once
+    assert botapi.uploads() == 12  # ... then uploaded again
+    # every request the push made took a token of its own, the re-uploads included
+    assert len(requests) == bucket.granted
