@@ -7,9 +7,10 @@ sees every path alike: single commands, redis-py pipelines, scripts and the engi
 pipelines (cache/pipelining.py), which do not go through ``Redis.pipeline()``.
 
 Only the given client is measured: its pool's ``get_connection`` is wrapped on the instance,
-and each connection it hands out is instrumented once. The health-check PING redis-py sends
-before a command on a connection idle for ``health_check_interval`` is not counted: it is not
-the code's traffic, and counting it would make assertions depend on timing.
+each connection it hands out is instrumented once, and so are the connections it already has
+(idle or in use: cache/pipelining.py keeps a few between pipelines). The health-check PING
+redis-py sends before a command on a connection idle for ``health_check_interval`` is not
+counted: it is not the code's traffic, and counting it would make assertions depend on timing.
 """
 
 from __future__ import annotations
@@ -40,6 +41,12 @@ class RedisTraffic:
             return conn
 
         pool.get_connection = get_connection
+        # connections handed out earlier and kept (the engine's pipelines keep theirs)
+        for conn in (
+            *getattr(pool, "_available_connections", ()),
+            *getattr(pool, "_in_use_connections", ()),
+        ):
+            self._instrument(conn)
 
     def _instrument(self, conn: Any) -> None:
         setattr(conn, _MARK, self)

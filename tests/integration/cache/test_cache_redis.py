@@ -236,3 +236,26 @@ async def test_pipeline_cut_off_mid_reply_never_leaks_into_the_next(
         assert await batcher.execute(client, [("GET", key)]) == [b"mine"]
     await asyncio.sleep(0.35)
     assert await batcher.execute(client, [("GET", key)]) == [b"mine"]
+
+
+async def test_pipeline_keeps_its_connection_and_survives_a_killed_one(
+    client: Redis, key_prefix: str, redis_url: str
+) -> None:
+    """Sequential pipelines reuse one kept connection; one closed by the server meanwhile is
+    reconnected before sending (a dead kept connection must not turn into an ambiguous
+    "sent, no reply" that would drop side commands)."""
+    key = f"{key_prefix}:v1:t:kept"
+    await client.set(key, b"v")
+    batcher = PipelineBatcher(timeout=1.0)
+    ids = {(await batcher.execute(client, [("CLIENT", "ID")]))[0] for _ in range(20)}
+    assert len(ids) == 1  # one connection, kept between pipelines
+    killer = Redis.from_url(redis_url)
+    try:
+        await killer.execute_command("CLIENT", "KILL", "ID", ids.pop())
+    finally:
+        await killer.aclose()
+    await asyncio.sleep(0.05)
+    assert await batcher.execute(client, [("GET", key)]) == [b"v"]
+    await batcher.aclose()
+    pool: Any = client.connection_pool
+    assert not pool._in_use_connections  # kept connections went back to the pool

@@ -60,6 +60,12 @@ async def test_batcher_bounds_pipelines_in_flight() -> None:
         async def read_response(self, **_kw: Any) -> Any:
             return 1
 
+        async def connect(self) -> None:
+            pass
+
+        async def can_read(self) -> bool:
+            return False
+
     class FakeRedis:
         class connection_pool:
             @staticmethod
