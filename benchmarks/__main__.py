@@ -41,7 +41,8 @@ def machine_line(results: dict[str, Any]) -> str:
         m.update({k: v for k, v in r.get("machine", {}).items() if v})
     return (
         f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores (shared), "
-        f"Python {m.get('python', '?')}, Redis {m.get('redis', '?')}, "
+        f"Python {m.get('python', '?')} on {m.get('loop', 'asyncio')}, "
+        f"Redis {m.get('redis', '?')}, "
         f"PostgreSQL {str(m.get('postgres', '?')).split()[0]}, {m.get('time', '?')[:10]}"
         f"{' (--quick)' if any(r.get('quick') for r in results.values()) else ''}."
     )
