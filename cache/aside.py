@@ -44,7 +44,7 @@ from cache.invalidation import invalidate_after_commit as _invalidate_after_comm
 from cache.keys import namespace_of
 from cache.lock import RedisLock, compare_and_apply, script_or_fallback
 from cache.metrics import CacheMetrics, default_metrics
-from cache.pipelining import PipelineBatcher
+from cache.pipelining import NotSentError, PipelineBatcher
 from cache.singleflight import SingleFlight
 
 if TYPE_CHECKING:
@@ -258,16 +258,20 @@ class CacheAside:
     async def _side_failed(self, also: Sequence[SideCommand], exc: BaseException) -> None:
         """Replay side commands through their fallbacks only when they surely did not run.
 
-        A timeout is ambiguous: the pipeline may have reached Redis before the reply was lost.
-        Replaying it into Postgres could count a view twice, so a timed-out side command is
-        counted (``side_unknown``) and logged instead. Connection errors (refused, reset before
-        a reply, no pooled connection within the wait) mean nothing ran: replay.
+        ``NotSentError`` (no connection: refused, handshake or pool timeout, failed health
+        check) means nothing reached Redis: replay. Anything after the write (a timeout, a
+        reset before the reply) is ambiguous: the pipeline may have run. Replaying it into
+        Postgres could count a view twice, so it is counted (``side_unknown``) and logged.
         """
         if not also:
             return
-        if isinstance(exc, RedisTimeoutError | TimeoutError):
+        if not isinstance(exc, NotSentError):
             self.metrics.event(_side_namespace(also[0]), "side_unknown", len(also))
-            log.warning("side commands timed out, not replayed: %r", [c.args[:2] for c in also])
+            log.warning(
+                "side commands may have run, not replayed (%s): %r",
+                type(exc).__name__,
+                [c.args[:2] for c in also],
+            )
             return
         await self._run_fallbacks(also)
 

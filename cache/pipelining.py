@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 __all__ = ["NotSentError", "PipelineBatcher"]
 
@@ -45,6 +45,7 @@ class PipelineBatcher:
         #: connection from redis-py's blocking pool and giving it back (its Condition and
         #: bookkeeping) cost a tenth of a warm update's CPU, twice per update.
         self._held: list[tuple[Any, Any]] = []
+        self._closed = False
         self.pipelines = 0  # executed pipelines, for tests and metrics
 
     async def execute(self, redis: Redis, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
@@ -91,15 +92,17 @@ class PipelineBatcher:
         redis: Redis,
         batch: list[tuple[Redis, Sequence[tuple[Any, ...]], asyncio.Future[list[Any]]]],
     ) -> None:
+        progress = _Progress()
         try:
-            replies = await self._send(redis, [cmd for _, cmds, _ in batch for cmd in cmds])
-        except BaseException as exc:
-            for _, _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(exc if isinstance(exc, Exception) else NotSentError())
-                    fut.exception()  # a cancelled caller leaves it unretrieved: no noise
-            if not isinstance(exc, Exception):
-                raise
+            replies = await self._send(
+                redis, [cmd for _, cmds, _ in batch for cmd in cmds], progress
+            )
+        except asyncio.CancelledError:
+            # Shutdown (aclose): the callers learn whether their commands may have run.
+            self._fail(batch, progress.outcome_unknown("pipeline cancelled"))
+            raise
+        except Exception as exc:
+            self._fail(batch, exc)
         else:
             i = 0
             for _, cmds, fut in batch:
@@ -110,42 +113,60 @@ class PipelineBatcher:
             self._in_flight -= 1
             self._schedule()
 
-    async def _send(self, redis: Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
+    @staticmethod
+    def _fail(
+        batch: list[tuple[Redis, Sequence[tuple[Any, ...]], asyncio.Future[list[Any]]]],
+        exc: Exception,
+    ) -> None:
+        for _, _, fut in batch:
+            if not fut.done():
+                fut.set_exception(exc)
+                fut.exception()  # a cancelled caller leaves it unretrieved: no noise
+
+    async def _send(
+        self, redis: Redis, commands: list[tuple[Any, ...]], progress: _Progress | None = None
+    ) -> list[Any]:
         """One pipeline on one pooled connection: pack, write once, read one reply per command.
 
         This is what redis-py's non-transactional ``Pipeline.execute`` does on the wire, without
-        its per-call machinery (a Pipeline object, retry wrapper, per-reply read timers,
-        response callbacks): ``self.timeout`` bounds the whole exchange instead, and replies
-        stay raw (bytes, ints, lists), which is what the engine decodes anyway. A command that
-        Redis rejects comes back as its ResponseError in place, the rest still run.
+        its per-call machinery (a Pipeline object, retry wrapper, response callbacks), and
+        replies stay raw (bytes, ints, lists), which is what the engine decodes anyway. A
+        command that Redis rejects comes back as its ResponseError in place, the rest still run.
+
+        Raises NotSentError when nothing can have reached Redis: no connection (refused,
+        handshake or pool timeout, failed health check). Anything after the write is
+        ambiguous (the commands may have run) and is raised as it is.
         """
+        progress = progress or _Progress()
         pool = redis.connection_pool
         conn: Any = None
-        sent = ok = False
+        ok = False
         try:
             async with asyncio.timeout(self.timeout):
-                conn = await self._connection(pool)
-                packed = conn.pack_commands(commands)
-                sent = True
+                try:
+                    conn = await self._connection(pool)
+                    # redis-py would PING an idle connection inside the write: do it before,
+                    # so a failed check is "not sent" rather than "sent, no reply".
+                    await conn.check_health()
+                except Exception as exc:
+                    raise NotSentError(f"{type(exc).__name__}: {exc}") from exc
+                packed = conn.pack_commands(commands)  # bad arguments: raised as they are
+                progress.sent = True
                 self.pipelines += 1
-                await conn.send_packed_command(packed)
+                await conn.send_packed_command(packed, check_health=False)
                 replies: list[Any] = []
                 for _ in commands:
                     try:
-                        # inf: no per-reply timer, the timeout above bounds the exchange
-                        replies.append(await conn.read_response(timeout=math.inf))
+                        replies.append(await conn.read_response())
                     except ResponseError as exc:
                         replies.append(exc)
                 ok = True
                 return replies
         except BaseException as exc:
-            if not sent:
-                # Nothing reached Redis (refused, handshake timed out, pool empty): say so,
-                # side commands may then be replayed through their fallbacks.
-                if isinstance(exc, Exception) and not isinstance(exc, NotSentError):
-                    raise NotSentError(f"{type(exc).__name__}: {exc}") from exc
-                raise
-            if conn is not None:
+            if isinstance(exc, TimeoutError) and not progress.sent:
+                # the timeout above fired while waiting for a connection: nothing was sent
+                raise NotSentError(f"no connection within {self.timeout}s") from exc
+            if progress.sent and conn is not None:
                 # Cut off mid-exchange (timeout, cancel, reset): unread replies would reach
                 # the next user of this connection. Drop it; the pool opens a fresh one.
                 await conn.disconnect(nowait=True)
@@ -168,12 +189,15 @@ class PipelineBatcher:
         return await pool.get_connection()
 
     def _keep(self, pool: Any, conn: Any) -> bool:
-        if len(self._held) >= self.max_in_flight:
+        # at most a quarter of a small pool, so GETs and locks always find connections
+        limit = min(self.max_in_flight, max(1, getattr(pool, "max_connections", 4) // 4))
+        if self._closed or len(self._held) >= limit:
             return False
         self._held.append((pool, conn))
         return True
 
     async def aclose(self) -> None:
+        self._closed = True
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -198,3 +222,17 @@ async def _ready(conn: Any) -> None:
     if dirty:
         await conn.disconnect()
         await conn.connect()
+
+
+class _Progress:
+    """How far one pipeline got: once ``sent``, a failure leaves its outcome unknown."""
+
+    __slots__ = ("sent",)
+
+    def __init__(self) -> None:
+        self.sent = False
+
+    def outcome_unknown(self, what: str) -> Exception:
+        if self.sent:
+            return RedisTimeoutError(f"{what} after sending: outcome unknown")
+        return NotSentError(f"{what} before sending")

@@ -12,6 +12,7 @@ import msgspec
 import pytest
 from _cache_fakes import FakeClock
 from prometheus_client import CollectorRegistry
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from cache import NOT_FOUND, CacheAside, CacheMetrics, CircuitBreaker, Codec, Load, SideCommand
 from cache.breaker import OPEN
@@ -470,7 +471,10 @@ class _SentThenSilentConnection:
     def pack_commands(self, commands: Any) -> list[bytes]:
         return [b"packed"]
 
-    async def send_packed_command(self, packed: Any) -> None:
+    async def send_packed_command(self, packed: Any, check_health: bool = True) -> None:
+        pass
+
+    async def check_health(self) -> None:
         pass
 
     async def read_response(self, **_kw: Any) -> Any:
@@ -481,13 +485,14 @@ class _SentThenSilentConnection:
 
 
 class _SentThenSilentRedis:
-    def __init__(self) -> None:
+    def __init__(self, connection: type[_SentThenSilentConnection] | None = None) -> None:
         self.conns: list[_SentThenSilentConnection] = []
         outer = self
+        make = connection or _SentThenSilentConnection
 
         class Pool:
             async def get_connection(self) -> _SentThenSilentConnection:
-                outer.conns.append(_SentThenSilentConnection())
+                outer.conns.append(make())
                 return outer.conns[-1]
 
             async def release(self, conn: Any) -> None:
@@ -516,3 +521,28 @@ async def test_side_command_timed_out_after_sending_is_not_replayed() -> None:
     assert metrics.snapshot()["views"]["side_unknown"] == 2
     # cut off mid-exchange: the connection is dropped, never reused with a reply pending
     assert [c.disconnected for c in redis.conns] == [True, True]
+
+
+class _ResetAfterSendConnection(_SentThenSilentConnection):
+    """The commands went out, then the connection was reset before the reply."""
+
+    async def read_response(self, **_kw: Any) -> Any:
+        raise RedisConnectionError("Connection reset by peer")
+
+
+async def test_side_command_reset_after_sending_is_not_replayed() -> None:
+    """Only "nothing was sent" allows a replay: a reset after the write is as ambiguous as a
+    timeout (Redis may have applied the HINCRBY), so replaying could count a view twice."""
+    metrics = CacheMetrics(CollectorRegistry())
+    redis = _SentThenSilentRedis(_ResetAfterSendConnection)
+    cache = CacheAside(redis, metrics=metrics, op_timeout=0.5)  # type: ignore[arg-type]
+    replayed: list[int] = []
+
+    async def fb() -> None:
+        replayed.append(1)
+
+    also = [SideCommand(("HINCRBY", "t:v1:views", "a", 1), fb)]
+    await cache.send(*also)
+    assert replayed == []
+    assert metrics.snapshot()["views"]["side_unknown"] == 1
+    assert [c.disconnected for c in redis.conns] == [True]

@@ -50,7 +50,7 @@ async def test_batcher_bounds_pipelines_in_flight() -> None:
             self.n = len(list(commands))
             return []
 
-        async def send_packed_command(self, packed: Any) -> None:
+        async def send_packed_command(self, packed: Any, check_health: bool = True) -> None:
             nonlocal in_flight, peak
             in_flight += 1
             peak = max(peak, in_flight)
@@ -65,6 +65,9 @@ async def test_batcher_bounds_pipelines_in_flight() -> None:
 
         async def can_read(self) -> bool:
             return False
+
+        async def check_health(self) -> None:
+            pass
 
     class FakeRedis:
         class connection_pool:
