@@ -8,9 +8,10 @@ pipelines (cache/pipelining.py), which do not go through ``Redis.pipeline()``.
 
 Only the given client is measured: its pool's ``get_connection`` is wrapped on the instance,
 each connection it hands out is instrumented once, and so are the connections it already has
-(idle or in use: cache/pipelining.py keeps a few between pipelines). The health-check PING
-redis-py sends before a command on a connection idle for ``health_check_interval`` is not
-counted: it is not the code's traffic, and counting it would make assertions depend on timing.
+(idle or in use: cache/pipelining.py keeps a few between pipelines). What redis-py sends on
+its own is not counted (the handshake of a connect or reconnect, the health-check PING on a
+connection idle for ``health_check_interval``): it is not the code's traffic, and counting it
+would make assertions depend on timing.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class RedisTraffic:
                 state["packing"] = False
 
         async def counted_send(command: Any, *args: Any, **kwargs: Any) -> Any:
-            if state["sending"]:  # the health-check PING sent from inside a send
+            if state["sending"]:  # redis-py's own: a health-check PING, a handshake
                 pending.clear()
                 return await send_packed(command, *args, **kwargs)
             batch = tuple(cmd[:2] for cmd in pending)
@@ -83,9 +84,25 @@ class RedisTraffic:
                 state["sending"] = False
                 self.trips.append(batch)
 
+        def quiet(method: Any) -> Any:
+            """What redis-py sends on its own (the handshake of a (re)connect, the health-check
+            PING) runs as if nested in a send: not counted as the code's traffic."""
+
+            async def run(*args: Any, **kwargs: Any) -> Any:
+                outer = state["sending"]
+                state["sending"] = True
+                try:
+                    return await method(*args, **kwargs)
+                finally:
+                    state["sending"] = outer
+
+            return run
+
         conn.pack_command = counted_pack_command
         conn.pack_commands = counted_pack_commands
         conn.send_packed_command = counted_send
+        conn.connect = quiet(conn.connect)
+        conn.check_health = quiet(conn.check_health)
 
     @property
     def count(self) -> int:
