@@ -360,7 +360,7 @@ async def interleaved(
     users: Sequence[tuple[int, str]],
     sequential_users: int | None = None,
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """Rounds of (every concurrency x every variant), the variant order rotated each round.
+    """Rounds of (every concurrency x every variant), the variant order reversed each round.
 
     ``sequential_users`` limits the batches at concurrency 1 to that many users (a hung Redis
     makes them slow), the same users for every variant.
@@ -368,7 +368,8 @@ async def interleaved(
     batches: dict[tuple[str, int], list[Batch]] = {}
     rng = random.Random(7)
     for r in range(rounds):
-        order = list(variants[r % len(variants) :]) + list(variants[: r % len(variants)])
+        # forward, then backward: each variant runs after each of its neighbours in turn
+        order = list(variants) if r % 2 == 0 else list(reversed(variants))
         for conc in concurrencies:
             for v in order:
                 shuffled = list(users if conc > 1 else users[:sequential_users])

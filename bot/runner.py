@@ -184,6 +184,7 @@ async def serve(settings: Settings, stores: Stores, stop: asyncio.Event) -> int:
             log.warning("handlers_unfinished_at_shutdown", count=left)
         return 0
     finally:
+        runtime.thaw_heap()
         logging.getLogger("aiogram.dispatcher").removeFilter(conflict)
         if jobs is not None:
             await jobs.shutdown()  # flushes both buffers

@@ -34,6 +34,7 @@ __all__ = [
     "freeze_startup_heap",
     "pin_response_models",
     "run",
+    "thaw_heap",
 ]
 
 log = structlog.get_logger(__name__)
@@ -97,10 +98,23 @@ def pin_response_models() -> None:
     _pinned.extend(Response[t] for t in returning)  # type: ignore[valid-type]
 
 
+_thresholds_before: list[tuple[int, int, int]] = []
+
+
 def freeze_startup_heap() -> None:
     """Call once the app is built and the pools are open, before serving updates."""
     pin_response_models()
+    if not _thresholds_before:
+        _thresholds_before.append(gc.get_threshold())
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
     log.debug("gc_tuned", frozen=gc.get_freeze_count(), thresholds=GC_THRESHOLDS)
+
+
+def thaw_heap() -> None:
+    """Undo ``freeze_startup_heap`` when the bot stops (a process that goes on, e.g. a test
+    run that started the bot in-process, gets its collector back as it was)."""
+    if _thresholds_before:
+        gc.set_threshold(*_thresholds_before.pop())
+    gc.unfreeze()
