@@ -239,15 +239,29 @@ class ImageSender:
         ``before_request``: awaited before *each* sendPhoto request, so a rate limiter sees
         every one (one call may send two: a rejected file_id, then the upload)."""
         extra: dict[str, Any] = {} if parse_mode is None else {"parse_mode": parse_mode}
+        prepaid = False
 
         async def deliver(media: PhotoMedia) -> Message:
+            nonlocal prepaid
             if before_request is not None:
-                await before_request()
+                if prepaid:
+                    prepaid = False
+                else:
+                    await before_request()
             return await bot.send_photo(
                 chat_id=chat_id, photo=media, caption=caption, reply_markup=reply_markup, **extra
             )
 
-        return await self._deliver(bot, asset_key, deliver, known, retry_429)
+        async def prepay() -> None:
+            # An upload leader takes its token *before* it holds the upload slot (and the
+            # cross-process lock): waiting on the push's bucket there would make every person
+            # who needs the same picture wait too.
+            nonlocal prepaid
+            if before_request is not None and not prepaid:
+                await before_request()
+                prepaid = True
+
+        return await self._deliver(bot, asset_key, deliver, known, retry_429, prepay)
 
     async def edit_photo(
         self,
@@ -283,6 +297,7 @@ class ImageSender:
         deliver: Deliver,
         known: FileRef | _Unset | None,
         retry_429: bool,
+        prepay: Callable[[], Awaitable[None]] | None = None,
     ) -> SentPhoto:
         bot_id = bot.id
         sha = self.sha256(asset_key)
@@ -294,7 +309,7 @@ class ImageSender:
             sent = await self._by_file_id(bot_id, asset_key, ref, deliver, retry_429)
             if sent is not None:
                 return sent
-        return await self._upload_once(bot_id, asset_key, sha, deliver, retry_429)
+        return await self._upload_once(bot_id, asset_key, sha, deliver, retry_429, prepay)
 
     async def _by_file_id(
         self, bot_id: int, asset_key: str, ref: FileRef, deliver: Deliver, retry_429: bool
@@ -315,12 +330,29 @@ class ImageSender:
         return SentPhoto(result if isinstance(result, Message) else None, "file_id")
 
     async def _upload_once(
-        self, bot_id: int, asset_key: str, sha: str, deliver: Deliver, retry_429: bool
+        self,
+        bot_id: int,
+        asset_key: str,
+        sha: str,
+        deliver: Deliver,
+        retry_429: bool,
+        prepay: Callable[[], Awaitable[None]] | None = None,
     ) -> SentPhoto:
         slot = (bot_id, asset_key)
         while True:
             running = self._uploads.get(slot)
             if running is None:
+                if prepay is not None:
+                    await prepay()
+                    if self._uploads.get(slot) is not None:  # someone took the lead meanwhile
+                        continue
+                    # or uploaded while we waited for the token: send by their file_id
+                    found = await self.store.get(bot_id, asset_key, sha)
+                    if found is not None:
+                        sent = await self._by_file_id(bot_id, asset_key, found, deliver, retry_429)
+                        if sent is not None:
+                            return sent
+                        continue  # rejected (and forgotten): look again, then lead
                 break
             # Follower: wait for the leader's file_id, then send by it.
             ref = await asyncio.shield(running.future)

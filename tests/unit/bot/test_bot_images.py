@@ -206,3 +206,29 @@ def test_sign_asset_is_one_function_naming_existing_pictures() -> None:
     assert jobs.push.sign_asset is sign_asset
     assert sign_asset(Sign.LEO) == "signs/leo.jpg"
     assert all((ASSETS_DIR / sign_asset(sign)).is_file() for sign in Sign)
+
+
+async def test_rate_limited_upload_leader_takes_its_token_before_the_slot(assets: Path) -> None:
+    """The push's sends wait for a bucket token (before_request). An upload leader that waited
+    for it while holding the upload slot would make a person asking for the same picture wait
+    on the push's bucket; it takes its token first, so the person leads the upload instead."""
+    bot = FakeBot()
+    sender = ImageSender(MemoryStore(), assets_dir=assets)
+    gate = asyncio.Event()
+    tokens = 0
+
+    async def token() -> None:
+        nonlocal tokens
+        await gate.wait()
+        tokens += 1
+
+    push = asyncio.create_task(
+        sender.send_photo(bot, 1, "signs/leo.jpg", before_request=token)  # type: ignore[arg-type]
+    )
+    await asyncio.sleep(0.01)  # the push is now waiting for its token
+    person = await asyncio.wait_for(sender.send_photo(bot, 2, "signs/leo.jpg"), 1.0)  # type: ignore[arg-type]
+    assert person.method == "upload"
+    gate.set()
+    sent = await push
+    assert sent.method == "file_id" and bot.uploads == 1
+    assert tokens == 1  # one request, one token
