@@ -8,6 +8,7 @@ from typing import Any
 
 from _cache_servers import OwnServer
 from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
 
 from cache import CacheAside, CacheMetrics, CircuitBreaker, Codec, SideCommand, create_redis
 from cache.breaker import CLOSED, OPEN
@@ -57,6 +58,31 @@ async def test_hung_server_side_fallbacks_and_writes_bounded(hung_url: str) -> N
         assert time.perf_counter() - start < 1.5
         assert hits == [1]
     finally:
+        await redis.aclose()
+
+
+async def test_connect_outlasting_op_timeout_counts_as_not_sent(hung_url: str) -> None:
+    """A client whose own connect/handshake timeouts exceed op_timeout: the engine's timeout
+    fires while the connection is still being made. Nothing was sent, so the side commands
+    are replayed through their fallbacks (not counted as unknown and dropped)."""
+    redis = Redis.from_url(hung_url, socket_connect_timeout=5, socket_timeout=5)
+    metrics = CacheMetrics(CollectorRegistry())
+    cache = CacheAside(redis, metrics=metrics, op_timeout=0.2)
+    hits: list[int] = []
+
+    async def fb() -> None:
+        hits.append(1)
+
+    also = [SideCommand(("HINCRBY", "fail:v1:v", "a", 1), fb)]
+    try:
+        start = time.perf_counter()
+        assert await cache.get_or_load(KEY, loader, ttl=60, codec=INT, also=also) == 42
+        await cache.send(*also)
+        assert time.perf_counter() - start < 1.5
+        assert hits == [1, 1]
+        assert metrics.snapshot()["v"]["side_unknown"] == 0
+    finally:
+        await cache.aclose()
         await redis.aclose()
 
 

@@ -121,6 +121,134 @@ async def test_waiter_falls_back_after_lock_wait(client: Redis, key_prefix: str)
     assert await client.get(key) is None  # did not hold the lock: did not write
 
 
+async def _until_locked(client: Redis, key: str) -> None:
+    """Wait until a holder has taken ``key``'s load lock."""
+    async with asyncio.timeout(5):
+        while not await client.exists(key + ":lock"):  # noqa: ASYNC110 (state in Redis)
+            await asyncio.sleep(0.01)
+
+
+async def _until_subscribed(client: Redis, key: str) -> None:
+    """Wait until a waiter listens on ``key``'s channel."""
+    channel = key + ":chan"
+    async with asyncio.timeout(5):
+        while not dict(await client.pubsub_numsub(channel)).get(channel.encode()):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+def _process(client: Redis, lock_wait: float = 5.0) -> CacheAside:
+    """Another process' engine on the same Redis (its own single-flight and pipelines)."""
+    return CacheAside(
+        client, metrics=CacheMetrics(CollectorRegistry()), lock_wait=lock_wait, op_timeout=2.0
+    )
+
+
+async def test_waiter_takes_the_freed_lock_and_writes(client: Redis, key_prefix: str) -> None:
+    """A holder crashed and its lease ran out: after lock_wait the waiter takes the now free
+    lock and loads as the holder, so its value is cached for everyone (not loaded unwritten)."""
+    key = f"{key_prefix}:v1:ns:expired"
+    await client.set(key + ":lock", b"crashed-holder", px=200)
+    cache = _process(client, lock_wait=0.4)
+    calls = 0
+
+    async def loader() -> int:
+        nonlocal calls
+        calls += 1
+        return 5
+
+    assert await cache.get_or_load(key, loader, ttl=60, codec=INT) == 5
+    assert await client.exists(key) == 1  # written under the lock it took
+    assert await client.get(key + ":lock") is None  # and released
+    assert await _process(client).get_or_load(key, loader, ttl=60, codec=INT) == 5
+    assert calls == 1
+
+
+async def test_holder_loader_error_wakes_waiters_at_once(client: Redis, key_prefix: str) -> None:
+    """The holder's loader fails: it releases the lock *and* publishes, so a waiter in another
+    process takes over at once instead of sitting out lock_wait."""
+    key = f"{key_prefix}:v1:ns:holder-fails"
+    holder, waiter = _process(client), _process(client, lock_wait=3.0)
+    gate = asyncio.Event()
+
+    async def failing() -> int:
+        await gate.wait()
+        raise LookupError("db down")
+
+    async def ok() -> int:
+        return 8
+
+    holding = asyncio.create_task(holder.get_or_load(key, failing, ttl=60, codec=INT))
+    await _until_locked(client, key)
+    waiting = asyncio.create_task(waiter.get_or_load(key, ok, ttl=60, codec=INT))
+    await _until_subscribed(client, key)
+    start = time.perf_counter()
+    gate.set()
+    with pytest.raises(LookupError):
+        await holding
+    assert await waiting == 8
+    assert time.perf_counter() - start < 1.5  # woken, not after lock_wait (3 s)
+    assert await client.exists(key) == 1  # the waiter took the lock and wrote
+
+
+async def test_dropped_write_still_wakes_waiters(client: Redis, key_prefix: str) -> None:
+    """An invalidation deleted the lock while the holder loaded: the holder's (maybe old) value
+    is not written, but its waiters are woken anyway and load themselves at once."""
+    key = f"{key_prefix}:v1:ns:dropped"
+    holder, waiter = _process(client), _process(client, lock_wait=3.0)
+    gate = asyncio.Event()
+
+    async def old() -> int:
+        await gate.wait()
+        return 1
+
+    async def new() -> int:
+        return 2
+
+    holding = asyncio.create_task(holder.get_or_load(key, old, ttl=60, codec=INT))
+    await _until_locked(client, key)
+    waiting = asyncio.create_task(waiter.get_or_load(key, new, ttl=60, codec=INT))
+    await _until_subscribed(client, key)
+    await _process(client).invalidate(key)  # a write committed elsewhere
+    start = time.perf_counter()
+    gate.set()
+    assert await holding == 1
+    assert await waiting == 2
+    assert time.perf_counter() - start < 1.5  # woken by the holder, not after lock_wait (3 s)
+    assert await _process(client).get_or_load(key, old, ttl=60, codec=INT) == 2
+
+
+async def test_waiter_gets_not_found_from_the_holder_without_loading(
+    client: Redis, key_prefix: str
+) -> None:
+    """The holder found nothing and cached NOT_FOUND: the waiter answers None from it."""
+    key = f"{key_prefix}:v1:ns:nobody"
+    holder, waiter = _process(client), _process(client, lock_wait=3.0)
+    gate = asyncio.Event()
+    calls = 0
+
+    async def missing() -> int | None:
+        await gate.wait()
+        return None
+
+    async def loader() -> int:
+        nonlocal calls
+        calls += 1
+        return 9
+
+    holding = asyncio.create_task(
+        holder.get_or_load(key, missing, ttl=60, codec=INT, negative_ttl=30)
+    )
+    await _until_locked(client, key)
+    waiting = asyncio.create_task(
+        waiter.get_or_load(key, loader, ttl=60, codec=INT, negative_ttl=30)
+    )
+    await _until_subscribed(client, key)
+    gate.set()
+    assert await holding is None
+    assert await waiting is None
+    assert calls == 0
+
+
 async def test_long_loader_extends_lease(client: Redis, key_prefix: str) -> None:
     key = f"{key_prefix}:v1:ns:long"
     cache = CacheAside(

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from sqlalchemy import select, text
 
 from cache import CacheAside, SideCommand
+from cache.buffers import BufferHandoff
 from cache.traffic import RedisTraffic
 from db.models import User
 from db.repositories import DataContext, PushClaim, UserNotFoundError, UserRepository
@@ -294,6 +295,33 @@ async def test_last_seen_buffer_flush_and_stats(ctx: DataContext, redis: Redis) 
         seen = await s.scalar(select(User.last_seen_at).where(User.id == 21))
         assert seen is not None and abs(seen.timestamp() - int(now)) < 1
         assert await repo.flush_last_seen() == type(result)()  # nothing left
+
+
+class Crash(Exception):
+    pass
+
+
+async def test_last_seen_batch_committed_before_a_crash_is_only_acked(
+    ctx: DataContext, redis: Redis
+) -> None:
+    """The flusher died between its commit and its ack: the next flush recognises the batch id
+    and acks it without applying (or reporting) its stamps a second time."""
+    await create(ctx, TgUser(31))
+    async with ctx.session_factory() as s:
+        repo = UserRepository(s, ctx)
+        await ctx.cache.send(repo.last_seen_command(31, time.time()))
+
+        async def crash_after_commit(step: str) -> None:
+            if step == "committed":
+                raise Crash(step)
+
+        with pytest.raises(Crash):
+            await repo.flush_last_seen(checkpoint=crash_after_commit)
+        handoff = BufferHandoff(redis, repo.last_seen_key)
+        assert len(await handoff.pending()) == 1  # applied, not acked
+        result = await repo.flush_last_seen()
+        assert (result.batches, result.stamps, result.rows) == (1, 0, 0)
+        assert await handoff.pending() == []
 
 
 async def test_due_for_push_walks_zones_and_mark_guards_double_send(ctx: DataContext) -> None:

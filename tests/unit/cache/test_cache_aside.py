@@ -135,6 +135,15 @@ async def test_ttl_jitter_bounds(fake: Any, metrics: CacheMetrics) -> None:
     assert 99_000 <= await fake.pttl("t:v1:ns:x") <= 100_000
 
 
+async def test_values_loaded_together_get_jittered_ttls(cache: CacheAside, fake: Any) -> None:
+    """A cold start loads many keys at once: they must not all expire in the same second."""
+    loads = [Load(f"t:v1:ns:{i}", counting_loader(i), INT, 100) for i in range(50)]
+    assert await cache.load_many(loads) == list(range(50))
+    ttls = [await fake.pttl(ld.key) for ld in loads]
+    assert all(89_000 <= t <= 110_000 for t in ttls)
+    assert max(ttls) - min(ttls) > 2_000  # spread, not all equal
+
+
 async def test_callable_ttl_and_non_positive_ttl(cache: CacheAside, fake: Any) -> None:
     async def load() -> int:
         return 20
@@ -167,6 +176,54 @@ async def test_decode_error_deleted_even_if_not_recached(cache: CacheAside, fake
     await fake.set(KEY, b"junk-junk-junk-junk", px=60_000)
     assert await cache.get_or_load(KEY, counting_loader(4), ttl=0, codec=INT) == 4
     assert await fake.get(KEY) is None
+
+
+async def test_load_many_reloads_and_deletes_undecodable_values(
+    cache: CacheAside, fake: Any, metrics: CacheMetrics
+) -> None:
+    """load_many treats an undecodable value like get_or_load: a miss that is reloaded, and
+    deleted even when the reloaded value is not cached again."""
+    await fake.set("t:v1:ns:a", b"\x00garbage", px=60_000)
+    await fake.set("t:v1:ns:b", b"junk-junk-junk-junk", px=60_000)
+    a, b = counting_loader(1), counting_loader(2)
+    res = await cache.load_many([Load("t:v1:ns:a", a, INT, 60), Load("t:v1:ns:b", b, INT, 0)])
+    assert res == [1, 2] and a.calls == b.calls == 1
+    assert ev(metrics, "decode_error") == 2
+    assert await cache.get_many(["t:v1:ns:a"], INT) == [1]  # replaced by the reload
+    assert await fake.get("t:v1:ns:b") is None  # ttl 0: not cached, but the junk is gone
+
+
+async def test_waiter_deletes_an_undecodable_value_from_the_holder(
+    fake: Any, metrics: CacheMetrics
+) -> None:
+    """The holder (another process, another schema) wrote a value this codec cannot read: the
+    waiter drops it and loads itself, and deletes it even when its own load is not cached."""
+    holder = CacheAside(fake, metrics=CacheMetrics(CollectorRegistry()))
+    waiter = CacheAside(fake, metrics=metrics)
+    gate = asyncio.Event()
+
+    async def old_schema() -> str:
+        await gate.wait()
+        return "text"
+
+    holding = asyncio.create_task(holder.get_or_load(KEY, old_schema, ttl=60, codec=Codec(str)))
+    async with asyncio.timeout(5):
+        while not await fake.exists(KEY + ":lock"):  # noqa: ASYNC110 (state in Redis)
+            await asyncio.sleep(0.001)
+    loader = counting_loader(5)
+    waiting = asyncio.create_task(waiter.get_or_load(KEY, loader, ttl=0, codec=INT))
+    async with asyncio.timeout(5):
+        while not dict(await fake.pubsub_numsub(KEY + ":chan")).get(  # noqa: ASYNC110
+            (KEY + ":chan").encode()
+        ):
+            await asyncio.sleep(0.001)
+    gate.set()
+    assert await holding == "text"
+    assert await waiting == 5 and loader.calls == 1
+    assert ev(metrics, "lock_waited") == 1 and ev(metrics, "decode_error") == 1
+    assert await fake.get(KEY) is None
+    await holder.aclose()
+    await waiter.aclose()
 
 
 async def test_redis_none_goes_to_loader_single_flighted(metrics: CacheMetrics) -> None:
@@ -294,6 +351,38 @@ async def test_breaker_opens_and_recovers(
     assert text == 0
 
 
+async def test_open_breaker_skips_redis_on_every_path(
+    fake: Any, metrics: CacheMetrics, clock: FakeClock
+) -> None:
+    """Not only get_or_load: writes, invalidations, batch reads and side commands skip Redis
+    too while the breaker is open (Redis is up here, so any traffic is a leak), and the side
+    commands go straight to their fallbacks."""
+    breaker = CircuitBreaker(failure_threshold=1, cooldown=5.0, clock=clock)
+    cache = CacheAside(fake, metrics=metrics, breaker=breaker)
+    breaker.record_failure()
+    assert breaker.state == OPEN
+    fallbacks: list[str] = []
+
+    def side(name: str) -> SideCommand:
+        async def fb() -> None:
+            fallbacks.append(name)
+
+        return SideCommand(("HINCRBY", "t:v1:views", name, 1), fb)
+
+    trips = RedisTraffic(fake)
+    await cache.set(KEY, 1, ttl=60, codec=INT)
+    await cache.set_many({"t:v1:ns:2": 2}, ttl=60, codec=INT)
+    await cache.invalidate(KEY)
+    assert await cache.get_many([KEY], INT) == [None]
+    many = await cache.load_many([Load(KEY, counting_loader(2), INT, 60)], also=[side("many")])
+    await cache.send(side("send"))
+    one = await cache.get_or_load(KEY, counting_loader(3), ttl=60, codec=INT, also=[side("get")])
+    assert (many, one) == ([2], 3)
+    assert trips.count == 0
+    assert fallbacks == ["many", "send", "get"]
+    assert await fake.exists(KEY, "t:v1:ns:2") == 0
+
+
 async def test_response_errors_do_not_open_breaker(fake: Any, metrics: CacheMetrics) -> None:
     cache = CacheAside(fake, metrics=metrics)
     await fake.hset(KEY, "a", "b")  # GET on a hash: WRONGTYPE
@@ -380,6 +469,36 @@ async def test_load_racing_an_invalidation_does_not_write_back(
     assert await cache.get_or_load(KEY, counting_loader(3), ttl=60, codec=INT) == 2
 
 
+async def test_invalidate_detaches_a_get_in_flight(fake: Any, metrics: CacheMetrics) -> None:
+    """A GET sent before an invalidation may bring back the old value: a caller arriving after
+    the invalidation must not share that GET's reply, it reads (and loads) afresh."""
+    cache = CacheAside(fake, metrics=metrics, op_timeout=5.0)  # the held GET must not time out
+    await cache.set(KEY, 1, ttl=60, codec=INT)
+    original_get = fake.get
+    gate = asyncio.Event()
+    gets = 0
+
+    async def get(key: str) -> Any:
+        nonlocal gets
+        gets += 1
+        data = await original_get(key)
+        if gets == 1:
+            await gate.wait()  # the old value is on its way back while the write commits
+        return data
+
+    fake.get = get
+    first = asyncio.create_task(cache.get_or_load(KEY, counting_loader(0), ttl=60, codec=INT))
+    await asyncio.sleep(0.01)
+    await cache.invalidate(KEY)  # the write committed
+    second = asyncio.create_task(cache.get_or_load(KEY, counting_loader(2), ttl=60, codec=INT))
+    await asyncio.sleep(0.01)
+    gate.set()
+    assert await first == 1  # started before: may see the old value
+    assert await second == 2
+    assert gets == 2
+    await cache.aclose()
+
+
 async def test_early_refresh_serves_current_value_while_one_refresh_runs(
     cache: CacheAside, fake: Any, metrics: CacheMetrics
 ) -> None:
@@ -409,6 +528,47 @@ async def test_early_refresh_serves_current_value_while_one_refresh_runs(
     assert ev(metrics, "early_refresh") == 1
     assert await cache.get_or_load(KEY, slow_new, ttl=10, codec=INT) == 2
     assert 9_000 <= await fake.pttl(KEY) <= 11_000
+
+
+async def test_early_refresh_runs_again_once_the_previous_one_ended(
+    cache: CacheAside, metrics: CacheMetrics
+) -> None:
+    """One refresh per key at a time, not one per key ever: the next window refreshes again."""
+    await cache.set(KEY, 1, ttl=10, codec=INT)
+    first, second = counting_loader(2), counting_loader(3)
+    assert await cache.get_or_load(KEY, first, ttl=10, codec=INT, early_refresh=30) == 1
+    await cache.wait_background()
+    # the refreshed value (ttl 10) is again within the 30 s margin
+    assert await cache.get_or_load(KEY, second, ttl=10, codec=INT, early_refresh=30) == 2
+    await cache.wait_background()
+    assert (first.calls, second.calls) == (1, 1)
+    assert ev(metrics, "early_refresh") == 2
+    assert await cache.get_or_load(KEY, second, ttl=10, codec=INT) == 3
+
+
+async def test_early_refresh_backs_off_while_another_process_refreshes(
+    cache: CacheAside, fake: Any
+) -> None:
+    """The key's lock is held elsewhere: one failed attempt, then no lock attempt per hit."""
+    await cache.set(KEY, 1, ttl=10, codec=INT)
+    await fake.set(KEY + ":lock", b"another-process", px=60_000)
+    loader = counting_loader(2)
+    trips = RedisTraffic(fake)
+    for _ in range(3):
+        assert await cache.get_or_load(KEY, loader, ttl=10, codec=INT, early_refresh=30) == 1
+        await cache.wait_background()
+    lock_attempts = [c for c in trips.commands if c[0] == "SET" and c[1] == KEY + ":lock"]
+    assert len(lock_attempts) == 1
+    assert loader.calls == 0
+
+
+async def test_load_many_hits_refresh_early_too(cache: CacheAside, metrics: CacheMetrics) -> None:
+    await cache.set(KEY, 1, ttl=10, codec=INT)
+    loader = counting_loader(2)
+    assert await cache.load_many([Load(KEY, loader, INT, 10, early_refresh=30)]) == [1]
+    await cache.wait_background()
+    assert loader.calls == 1 and ev(metrics, "early_refresh") == 1
+    assert await cache.get_many([KEY], INT) == [2]
 
 
 async def test_no_early_refresh_far_from_expiry(cache: CacheAside, metrics: CacheMetrics) -> None:
@@ -517,10 +677,11 @@ async def test_side_command_timed_out_after_sending_is_not_replayed() -> None:
     also = [SideCommand(("HINCRBY", "t:v1:views", "a", 1), fb)]
     assert await cache.get_or_load(KEY, counting_loader(7), ttl=60, codec=INT, also=also) == 7
     await cache.send(*also)
+    assert await cache.load_many([Load(KEY, counting_loader(7), INT, 60)], also=also) == [7]
     assert replayed == []
-    assert metrics.snapshot()["views"]["side_unknown"] == 2
+    assert metrics.snapshot()["views"]["side_unknown"] == 3
     # cut off mid-exchange: the connection is dropped, never reused with a reply pending
-    assert [c.disconnected for c in redis.conns] == [True, True]
+    assert [c.disconnected for c in redis.conns] == [True, True, True]
 
 
 class _ResetAfterSendConnection(_SentThenSilentConnection):
