@@ -1,23 +1,36 @@
 # Two commands matter: `make run` and `make test`. Both (re)build .venv when it is
-# missing or pyproject.toml changed, then do their job.
+# missing or pyproject.toml / the lock changed, then do their job.
+#
+# Installs come from the lock (requirements/dev.txt: exact versions with hashes, made by
+# `make lock` from pyproject.toml). On a Python the lock cannot serve (a newer one whose
+# wheels it lacks and whose sdists will not build), the ranges in pyproject.toml are used
+# instead, with a warning.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench lint fmt typecheck precompute cache-stats clean venv
+.PHONY: run test bench lint fmt typecheck precompute cache-stats clean venv lock
 
-$(STAMP): pyproject.toml
+PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
+
+$(STAMP): pyproject.toml requirements/dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required, found " + sys.version.split()[0])'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -U pip
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[local,dev]'
+	$(PIP) -U pip
+	$(PIP) -r requirements/dev.txt || { echo "make: the lock does not install on this Python; using pyproject.toml's ranges"; $(PIP) '.[local,dev]'; }
+	$(PIP) --no-deps -e .
 	@touch $(STAMP)
+
+# Re-resolve the locks after changing dependencies in pyproject.toml.
+lock: $(STAMP)
+	$(BIN)/pip-compile -q --strip-extras --generate-hashes --allow-unsafe --no-emit-index-url --no-emit-find-links -o requirements/prod.txt pyproject.toml
+	$(BIN)/pip-compile -q --strip-extras --generate-hashes --allow-unsafe --no-emit-index-url --no-emit-find-links --extra local --extra dev -o requirements/dev.txt pyproject.toml
 
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m bot run
+	$(BIN)/python -m devtools
 
 # pytest exits 5 when it collected no tests: that is a failure here, not a pass.
 test: $(STAMP)
@@ -30,6 +43,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .

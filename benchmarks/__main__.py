@@ -15,7 +15,7 @@ from typing import Any
 from benchmarks import bot_throughput, memory, redis_down, stampede
 from benchmarks._env import redis_url
 from benchmarks._util import RESULTS_DIR, render_markdown, write_json
-from bot import runtime
+from bot.ops import runtime
 
 NAMES = ("cache_engine", "bot_throughput", "stampede", "memory", "redis_down")
 

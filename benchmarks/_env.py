@@ -3,7 +3,7 @@
 * a database of our own on the Postgres server (created, migrated, dropped: tests/conftest.py's
   approach) and a Redis key prefix of our own (deleted with SCAN + DEL, never FLUSHDB);
 * counters: SQL statements (SQLAlchemy ``before_cursor_execute``); Redis commands and round
-  trips are counted on the client's connections (cache/traffic.py);
+  trips are counted on the client's connections (devtools/traffic.py);
 * a Bot session that answers locally (no HTTP): it prepares the request like aiogram's aiohttp
   session does, then parses a plausible JSON reply through ``check_response``;
 * a closed port and a "hung" Redis (accepts connections, never answers).
@@ -344,7 +344,7 @@ async def hung_redis() -> AsyncIterator[str]:
 @contextlib.contextmanager
 def quiet_logs() -> Iterator[None]:
     """WARNING and above only: the bot logs a line per upload, per throttle..."""
-    from bot.logs import configure_logging
+    from bot.ops.logs import configure_logging
 
     configure_logging("WARNING", "console")
     yield

@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from bot import runtime
+from bot.ops import runtime
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -75,7 +75,7 @@ def _fmt(value: Any) -> str:
 
 
 def _loop_name() -> str:
-    """The event loop the benchmarks run on: the bot's (bot/runtime.py), uvloop when installed."""
+    """The event loop the benchmarks run on: the bot's (bot/ops/runtime.py), uvloop if installed."""
     return "uvloop" if runtime.event_loop_factory() is not None else "asyncio"
 
 

@@ -62,19 +62,19 @@ from benchmarks._util import (
     render_table,
 )
 from benchmarks.seed_baseline import build_seed_bot
-from bot import runtime
 from bot.app import AppContext, build_app
-from bot.callbacks import Day
 from bot.config import Settings
-from bot.generation.template import TemplateGenerator
-from bot.keyboards import horoscope_keyboard
-from bot.services.horoscope import sign_asset
+from bot.domain.generation.template import TemplateGenerator
+from bot.domain.services.horoscope import sign_asset
+from bot.ops import runtime
+from bot.telegram.callbacks import Day
+from bot.telegram.keyboards import horoscope_keyboard
 from cache import CacheAside, CacheMetrics, KeySpace
-from cache.traffic import RedisTraffic
 from db.engine import create_session_factory
 from db.models import ImageAsset
 from db.repositories import DataContext, HoroscopeRepository
 from db.types import Lang, Sign
+from devtools.traffic import RedisTraffic
 
 SIGNS = list(Sign)
 LANGS = (Lang.RU, Lang.EN)
@@ -412,7 +412,7 @@ async def run(
             variants = [ours, pg_only, seeds, floor]
             for v in variants[1:]:  # warm pools and code paths of the others
                 await drive(w, v, w.users[: min(200, len(w.users))], 20)
-            # as the runner does once the bot is up (bot/runtime.py): same process settings
+            # as the runner does once the bot is up (bot/ops/runtime.py): same process settings
             runtime.freeze_startup_heap()
             results = await interleaved(w, variants, concurrencies, rounds, w.users)
             versions = w.versions

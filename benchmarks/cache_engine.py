@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from benchmarks._util import machine, machine_summary, publish, render_table, summarize
-from bot import runtime
+from bot.ops import runtime
 from cache import CacheAside, CacheMetrics, Codec, create_redis
 
 

@@ -33,7 +33,7 @@ from benchmarks._env import (
     server_versions,
 )
 from benchmarks._util import cli, machine_with_postgres, publish, render_table
-from bot.generation.template import TemplateGenerator
+from bot.domain.generation.template import TemplateGenerator
 from cache import CacheAside, CacheMetrics, KeySpace, create_redis
 from db.engine import create_engine, create_session_factory
 from db.repositories import (

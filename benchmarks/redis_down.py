@@ -27,8 +27,8 @@ from benchmarks._util import (
     render_table,
 )
 from benchmarks.bot_throughput import drive, interleaved, warm_up, world
-from bot import runtime
-from cache.traffic import RedisTraffic
+from bot.ops import runtime
+from devtools.traffic import RedisTraffic
 
 LABELS = {
     "redis-up": "Redis up",

@@ -24,9 +24,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.callbacks import Day
-from bot.keyboards import horoscope_keyboard
-from bot.texts import choose_lang, horoscope_parts, texts
+from bot.telegram.callbacks import Day
+from bot.telegram.keyboards import horoscope_keyboard
+from bot.telegram.texts import choose_lang, horoscope_parts, texts
 from db.models import Horoscope, HoroscopeView, User
 from db.types import Lang, Sign
 

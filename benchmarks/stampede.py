@@ -45,8 +45,8 @@ from benchmarks._util import (
     publish,
     render_table,
 )
-from bot import runtime
-from bot.generation.template import TemplateGenerator
+from bot.domain.generation.template import TemplateGenerator
+from bot.ops import runtime
 from cache import CacheAside, CacheMetrics, KeySpace
 from db.engine import create_engine, create_session_factory
 from db.repositories import DataContext, HoroscopeRepository

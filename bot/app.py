@@ -11,10 +11,7 @@ of them run the same bot. Dependencies reach handlers through the Dispatcher's
 
 from __future__ import annotations
 
-import asyncio
-import random
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
@@ -25,16 +22,17 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import TELEGRAM_API_DEFAULT, Settings
-from bot.generation import build_generator
-from bot.generation.metered import metered
-from bot.handlers import routers
-from bot.metrics import REGISTRY
-from bot.middlewares import ContextMiddleware, UnitOfWorkMiddleware, UserMiddleware
-from bot.services.clock import Clock, utc_now
-from bot.services.horoscope import HoroscopeService
-from bot.services.images import ASSETS_DIR, ImageSender, RepositoryFileIds
-from bot.services.stats import StatsService
-from bot.services.throttle import Throttle
+from bot.domain.clock import Clock, utc_now
+from bot.domain.generation import build_generator
+from bot.domain.generation.metered import metered
+from bot.domain.services.horoscope import HoroscopeService
+from bot.domain.services.images import ASSETS_DIR, ImageSender, RepositoryFileIds
+from bot.domain.services.stats import StatsService
+from bot.domain.services.throttle import Throttle
+from bot.ops.metrics import REGISTRY
+from bot.telegram.context import AppContext
+from bot.telegram.handlers import routers
+from bot.telegram.middlewares import ContextMiddleware, UnitOfWorkMiddleware, UserMiddleware
 from cache import CacheAside, CacheMetrics, KeySpace
 from db.repositories.context import DataContext
 from db.types import HoroscopeGenerator
@@ -43,50 +41,13 @@ __all__ = ["AppContext", "StoresLike", "build_app", "build_bot"]
 
 
 class StoresLike(Protocol):
-    """What build_app needs of bot.stores.Stores (tests and benchmarks may pass their own)."""
+    """What build_app needs of bot.ops.stores.Stores (tests and benchmarks may pass their own)."""
 
     @property
     def session_factory(self) -> async_sessionmaker[AsyncSession]: ...
 
     @property
     def redis(self) -> Redis: ...
-
-
-@dataclass
-class AppContext:
-    """Everything a handler may need, built once per app.
-
-    ``now`` is the clock (aware UTC): "today" everywhere derives from it, and tests pin it.
-    ``errors`` counts updates that ended in the error handler with an unexpected exception.
-    """
-
-    settings: Settings
-    cache: CacheAside
-    keyspace: KeySpace
-    session_factory: async_sessionmaker[AsyncSession]
-    data: DataContext
-    generator: HoroscopeGenerator
-    images: ImageSender
-    file_ids: RepositoryFileIds
-    horoscopes: HoroscopeService
-    stats: StatsService
-    throttle: Throttle
-    redis: Redis | None
-    now: Clock = utc_now
-    errors: int = 0
-    #: picks the welcome picture; tests seed it
-    rng: random.Random = field(default_factory=random.Random)
-    #: tasks handling an update right now (the runner waits for them at shutdown)
-    inflight: set[asyncio.Task[Any]] = field(default_factory=set)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    async def wait_inflight(self, timeout: float) -> int:  # noqa: ASYNC109
-        """Wait up to ``timeout`` s for running handlers; returns how many did not finish."""
-        tasks = {t for t in self.inflight if not t.done() and t is not asyncio.current_task()}
-        if not tasks:
-            return 0
-        _, pending = await asyncio.wait(tasks, timeout=timeout)
-        return len(pending)
 
 
 def build_bot(settings: Settings) -> Bot:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from functools import lru_cache
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -28,6 +28,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from db.types import Lang
 
 SECRETS_DIR = Path("/run/secrets")
+#: What Telegram issues: the bot's numeric id, a colon, a secret of URL-safe characters.
+_TOKEN_RE = re.compile(r"[0-9]{1,20}:[A-Za-z0-9_-]{8,100}")
 TELEGRAM_API_DEFAULT = "https://api.telegram.org"
 
 
@@ -112,7 +114,7 @@ class Settings(BaseSettings):
     metrics_addr: str = "127.0.0.1:9101"
     run_migrations: bool = True
     playground_addr: str = "127.0.0.1:8080"
-    #: run on uvloop when it is installed (bot/runtime.py); false: asyncio's own loop
+    #: run on uvloop when it is installed (bot/ops/runtime.py); false: asyncio's own loop
     uvloop: bool = True
 
     # -- validators -------------------------------------------------------------------------
@@ -213,8 +215,10 @@ class Settings(BaseSettings):
             if path is not None:
                 secret = _read_secret_file(path, file_field.upper())
                 object.__setattr__(self, field, SecretStr(secret) if secret else None)
-        token = self.bot_token.get_secret_value() if self.bot_token else ""
-        if token and (":" not in token or not token.split(":", 1)[0].isdigit()):
+        token = self.bot_token.get_secret_value().strip() if self.bot_token else ""
+        if not token:  # BOT_TOKEN= (compose's way to unset) or an empty secret file
+            object.__setattr__(self, "bot_token", None)
+        elif not _TOKEN_RE.fullmatch(token):
             raise ValueError("BOT_TOKEN: does not look like a bot token (<digits>:<secret>)")
         return self
 
@@ -259,8 +263,3 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(f"configuration error: {_describe(exc)}") from None
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return load_settings()

@@ -1,7 +1,7 @@
 """The `run` command: stores, app, jobs and the metrics server, then polling until a signal.
 
-Without BOT_TOKEN, `run` starts the playground (bot/playground/) and serves the same bot
-against its local Bot API.
+`run` needs a real token; the playground (devtools/playground/, `python -m bot playground`)
+serves the same bot against its local Bot API by passing itself as ``front``.
 
 Order of start-up: settings checked -> stores opened (migrations) -> app built -> metrics/health
 server -> Telegram: getMe, deleteWebhook, setMyCommands -> scheduler (warm file_ids first) ->
@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import logging
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -26,11 +26,14 @@ from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError, TelegramUnauthorizedError
 from aiogram.types import BotCommand, BotCommandScopeDefault
 
-from bot import runtime
 from bot.app import AppContext, build_app
-from bot.config import Settings
-from bot.stores import Stores, open_stores
+from bot.config import ConfigError, Settings
+from bot.ops import runtime
+from bot.ops.health import start_health_server
+from bot.ops.stores import LocalServers, Stores, open_stores
 from db.types import Lang
+from jobs.deps import JobDeps
+from jobs.scheduler import start_jobs
 
 log = structlog.get_logger(__name__)
 
@@ -92,14 +95,8 @@ async def set_commands(bot: Bot, settings: Settings) -> None:
     await bot.set_my_commands(default, scope=BotCommandScopeDefault())
 
 
-async def _start_jobs(app: AppContext, bot: Bot, stores: Stores) -> Any:
-    """The scheduler (jobs/), when that package is installed; None otherwise."""
-    if importlib.util.find_spec("jobs.scheduler") is None:
-        log.info("jobs_not_available")
-        return None
-    from jobs.deps import JobDeps
-    from jobs.scheduler import start_jobs
-
+async def _start_jobs(app: AppContext, bot: Bot) -> Any:
+    """The scheduler (jobs/) on the app's dependencies."""
     deps = JobDeps(
         settings=app.settings,
         cache=app.cache,
@@ -115,11 +112,7 @@ async def _start_jobs(app: AppContext, bot: Bot, stores: Stores) -> Any:
 
 
 async def _start_health(settings: Settings, stores: Stores) -> Any:
-    """The /metrics, /healthz, /readyz server (bot/health.py); None when disabled."""
-    if importlib.util.find_spec("bot.health") is None:
-        return None
-    from bot.health import start_health_server
-
+    """The /metrics, /healthz, /readyz server (bot/ops/health.py); None when disabled."""
     return await start_health_server(settings, stores)
 
 
@@ -159,7 +152,7 @@ async def serve(settings: Settings, stores: Stores, stop: asyncio.Event) -> int:
             await set_commands(bot, settings)
         except TelegramAPIError as exc:  # cosmetic: the bot works without a command menu
             log.warning("set_commands_failed", error=str(exc))
-        jobs = await _start_jobs(app, bot, stores)
+        jobs = await _start_jobs(app, bot)
         runtime.freeze_startup_heap()  # everything alive now lives as long as the process
         # Hook: the jobs/ scheduler runs from here (jobs.scheduler.start_jobs) until shutdown.
         polling = asyncio.create_task(
@@ -196,28 +189,37 @@ async def serve(settings: Settings, stores: Stores, stop: asyncio.Event) -> int:
         await bot.session.close()
 
 
-async def run(settings: Settings) -> int:
-    """Run until SIGINT/SIGTERM. Without BOT_TOKEN: the local playground (bot/playground/),
-    i.e. the same bot against a local Bot API double with a web chat."""
+#: What wraps the bot in the playground: it gets ``run_bot`` and returns its exit code.
+Front = Callable[[Settings, Callable[[Settings], Awaitable[int]]], Awaitable[int]]
+
+
+async def run(
+    settings: Settings, *, local: LocalServers | None = None, front: Front | None = None
+) -> int:
+    """Run until SIGINT/SIGTERM; ConfigError without a token.
+
+    ``local`` starts servers whose URL is not configured (a source checkout only); ``front``
+    is the playground (``python -m bot playground``), which hands ``run_bot`` the token and
+    URL of its local Bot API. Without ``front`` there is no fallback of any kind: a missing or
+    empty token is an error, never the playground.
+    """
+    if front is None and settings.bot_token is None:
+        raise ConfigError(
+            "configuration error: BOT_TOKEN is not set or empty (set BOT_TOKEN or BOT_TOKEN_FILE;"
+            " for the local playground: python -m bot playground)"
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
     async def run_bot(bot_settings: Settings) -> int:
-        async with open_stores(bot_settings) as stores:
+        async with open_stores(bot_settings, local=local) as stores:
             return await serve(bot_settings, stores, stop)
 
     try:
-        if settings.bot_token is None:
-            # Hook: tokenless runs start the playground, which hands run_bot a local token and
-            # the double's URL. Without the playground package, do not pretend to serve.
-            if importlib.util.find_spec("bot.playground") is None:
-                log.error("no_bot_token", hint="set BOT_TOKEN (or BOT_TOKEN_FILE) to run the bot")
-                return 2
-            from bot.playground import run_playground
-
-            return await run_playground(settings, run_bot)
+        if front is not None:
+            return await front(settings, run_bot)
         return await run_bot(settings)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):

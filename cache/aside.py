@@ -682,7 +682,7 @@ class CacheAside:
             return None
         finally:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()
 
     # ------------------------------------------------------------------ early refresh
 

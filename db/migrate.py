@@ -16,16 +16,19 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+import migrations
+
 log = structlog.get_logger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: The migrations package's folder: found by import, so it works installed and in a checkout.
+SCRIPT_LOCATION = Path(migrations.__file__).resolve().parent
 # Any constant 64-bit number, the same for every process of this application.
 MIGRATION_LOCK_ID = 0x686F726F_6D696772  # "horomigr"
 
 
 def alembic_config(url: str | None = None) -> Config:
-    cfg = Config(toml_file=str(PROJECT_ROOT / "pyproject.toml"))
-    cfg.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
+    cfg = Config()
+    cfg.set_main_option("script_location", str(SCRIPT_LOCATION))
     if url:
         cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg

@@ -16,7 +16,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bot.config import Settings
-from bot.services.clock import local_date, utc_now
+from bot.domain.clock import local_date, utc_now
+from bot.ops.stores import LocalServers, open_stores
 from cache import CacheAside, KeySpace
 from jobs.deps import JobDeps
 from jobs.precompute import PrecomputeItem, PrecomputeOutcome, PrecomputeReport, run_precompute
@@ -41,11 +42,12 @@ def summary_table(report: PrecomputeReport) -> Table:
     return table
 
 
-async def precompute_command(settings: Settings, *, start: dt.date | None, days: int) -> int:
+async def precompute_command(
+    settings: Settings, *, start: dt.date | None, days: int, local: LocalServers | None = None
+) -> int:
     """Run precompute for the given dates with a progress bar; 0 when nothing failed, else 1."""
-    from bot.generation import build_generator
-    from bot.generation.metered import metered
-    from bot.stores import open_stores
+    from bot.domain.generation import build_generator
+    from bot.domain.generation.metered import metered
 
     dates = command_dates(settings, start, days)
     generator = metered(
@@ -58,7 +60,7 @@ async def precompute_command(settings: Settings, *, start: dt.date | None, days:
         )
     )
     console = Console(stderr=True)
-    async with open_stores(settings) as stores:
+    async with open_stores(settings, local=local) as stores:
         redis = stores.redis if settings.cache_enabled else None
         cache = CacheAside(redis)
         deps = JobDeps(

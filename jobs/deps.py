@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
-from bot.services.clock import Clock, utc_now
+from bot.domain.clock import Clock, utc_now
 from cache import CacheAside, KeySpace
 from db.repositories.context import DataContext
 from db.types import HoroscopeGenerator
@@ -26,7 +26,7 @@ from db.types import HoroscopeGenerator
 if TYPE_CHECKING:
     from aiogram import Bot
 
-    from bot.services.images import ImageSender
+    from bot.domain.services.images import ImageSender
 
 __all__ = ["JobDeps"]
 

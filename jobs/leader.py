@@ -24,7 +24,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from bot.metrics import JOB_LAST_SUCCESS, JOB_RUNS, JOB_SECONDS
+from bot.ops.metrics import JOB_LAST_SUCCESS, JOB_RUNS, JOB_SECONDS
 from cache.keys import KeySpace
 from cache.lock import RedisLock
 

@@ -32,9 +32,9 @@ import structlog
 from aiogram.enums import ParseMode
 from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError, TelegramRetryAfter
 
-from bot.metrics import PUSHES
-from bot.services.horoscope import sign_asset
-from bot.texts import choose_lang, horoscope_parts, texts
+from bot.domain.services.horoscope import sign_asset
+from bot.ops.metrics import PUSHES
+from bot.telegram.texts import choose_lang, horoscope_parts, texts
 from db.repositories.horoscopes import HoroscopeRepository
 from db.repositories.users import UserRepository
 from db.repositories.values import HoroscopeData, PushClaim, PushTarget

@@ -3,7 +3,7 @@
 DATABASE_URL / REDIS_URL, when set, point at servers to use (CI uses this machine's); a
 uniquely named database is created on that Postgres server for the run, migrated with Alembic and
 dropped at the end, and every test gets its own Redis key prefix, deleted after the test (never
-FLUSHALL). When they are unset, embedded servers (bot.embedded) start in a temporary directory.
+FLUSHALL). When they are unset, embedded servers (devtools.embedded) start in a temporary directory.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def embedded_stack() -> Iterator[Any]:
     if not (need_pg or need_redis):
         yield None
         return
-    from bot.embedded import EmbeddedStack
+    from devtools.embedded import EmbeddedStack
 
     # Not under pytest's basetemp: a concurrent pytest session rotates old basetemp folders away,
     # which would delete a running server's data directory.

@@ -21,11 +21,11 @@ from aiogram.types import Update
 from redis.asyncio import Redis
 
 from bot.app import AppContext, build_app
-from bot.botapi import BotAPIServer
 from bot.config import Settings
-from bot.stores import Stores
+from bot.ops.stores import Stores
 from cache import create_redis
 from db.engine import create_engine, create_session_factory
+from devtools.botapi import BotAPIServer
 from tests.helpers import FakeGenerator
 
 TOKEN = "123456:TEST-e2e-token-aaaaaaaaaaaaaaaaaaaaaaaaa"

@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import event
 
-from bot.callbacks import Day, DayCB, MenuAction, MenuCB, Setting, SignCB
-from bot.metrics import REGISTRY
-from cache.traffic import RedisTraffic
+from bot.ops.metrics import REGISTRY
+from bot.telegram.callbacks import Day, DayCB, MenuAction, MenuCB, Setting, SignCB
 from db.types import Sign
+from devtools.traffic import RedisTraffic
 from tests.conftest import SQLCounter
 from tests.e2e.conftest import ADMIN, Harness
 

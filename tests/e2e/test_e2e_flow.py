@@ -6,7 +6,7 @@ import html
 
 import pytest
 
-from bot.callbacks import Day, DayCB, MenuAction, MenuCB, SignCB
+from bot.telegram.callbacks import Day, DayCB, MenuAction, MenuCB, SignCB
 from db.types import Sign
 from tests.e2e.conftest import Harness
 

@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from bot.callbacks import Day, DayCB, MenuAction, MenuCB, SignCB
-from bot.metrics import FILE_ID_FALLBACKS, REGISTRY
+from bot.ops.metrics import FILE_ID_FALLBACKS, REGISTRY
+from bot.telegram.callbacks import Day, DayCB, MenuAction, MenuCB, SignCB
 from db.repositories import UserRepository
 from db.types import Sign
 from tests.conftest import delete_prefix

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 
 import pytest
 from structlog.testing import capture_logs
 
-from bot.botapi import BotAPIServer
+from bot.config import ConfigError
+from bot.ops.stores import Stores
 from bot.runner import run, serve
-from bot.stores import Stores
 from cache import create_redis
 from db.engine import create_engine, create_session_factory
+from devtools.botapi import BotAPIServer
 from tests.e2e.conftest import TOKEN
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
@@ -93,19 +93,22 @@ async def test_conflict_is_logged_clearly(
             await srv.stop()
 
 
-async def test_run_without_token_starts_the_playground(
-    settings_factory,
-    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+async def test_run_without_token_refuses_and_never_starts_the_playground(
+    settings_factory,  # type: ignore[no-untyped-def]
 ) -> None:
-    import bot.playground
+    """An empty secret file must not turn production into the playground (issue 16)."""
+    with pytest.raises(ConfigError, match="BOT_TOKEN is not set"):
+        await run(settings_factory(bot_token=None))
 
+
+async def test_playground_is_the_front_that_hands_run_bot_its_settings(
+    settings_factory,  # type: ignore[no-untyped-def]
+) -> None:
     seen: list[object] = []
 
-    async def fake_playground(settings: object, run_bot: object, **_: object) -> int:
+    async def front(settings: object, run_bot: object) -> int:
         seen.append(run_bot)
         return 0
 
-    monkeypatch.setattr(bot.playground, "run_playground", fake_playground)
-    assert await run(settings_factory(bot_token=None)) == 0
+    assert await run(settings_factory(bot_token=None), front=front) == 0
     assert len(seen) == 1 and callable(seen[0])
-    logging.getLogger(__name__).debug("ok")

@@ -1,4 +1,4 @@
-"""bot.embedded: real embedded Postgres and Valkey in a temporary directory.
+"""devtools.embedded: real embedded Postgres and Valkey in a temporary directory.
 
 What `make run` relies on: data survives a stop/start and a kill -9 of the servers, a killed run
 leaves no server behind (or one that the next start stops), stale pid files and busy ports are
@@ -25,8 +25,14 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
-from bot import embedded
-from bot.embedded import EmbeddedError, EmbeddedServer, EmbeddedStack, start_postgres, start_valkey
+from devtools import embedded
+from devtools.embedded import (
+    EmbeddedError,
+    EmbeddedServer,
+    EmbeddedStack,
+    start_postgres,
+    start_valkey,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -151,7 +157,7 @@ async def test_persist_restart_and_crash_recovery(base: Path) -> None:
 _CHILD = """
 import json, sys, threading, time
 from pathlib import Path
-from bot.embedded import start_postgres, start_valkey
+from devtools.embedded import start_postgres, start_valkey
 
 def start():
     base = Path(sys.argv[1])

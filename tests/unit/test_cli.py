@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from bot.config import ConfigError, load_settings
+from bot.ops.stores import open_stores
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,3 +55,32 @@ def test_bad_argument_is_rejected() -> None:
     out = _run("precompute", "--date", "tomorrow")
     assert out.returncode == 2
     assert "not a date" in out.stderr
+
+
+@pytest.mark.parametrize("token", ["", "   ", "not-a-token", "123:has space inside"])
+def test_run_refuses_an_empty_or_malformed_token(token: str) -> None:
+    out = _run("run", BOT_TOKEN=token)
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "BOT_TOKEN" in lines[0], out.stderr
+    assert out.stdout == ""  # nothing started: no playground banner, no log lines
+
+
+def test_run_refuses_an_empty_secret_file(tmp_path: Path) -> None:
+    empty = tmp_path / "telegram_bot_token"
+    empty.write_text("\n")
+    out = _run("run", BOT_TOKEN_FILE=str(empty))
+    assert out.returncode == 2
+    assert "BOT_TOKEN is not set or empty" in out.stderr
+    assert "playground" not in out.stdout
+
+
+def test_run_without_store_urls_outside_a_checkout_names_them(tmp_path: Path) -> None:
+    """The installed package has no devtools: no embedded servers, one line instead."""
+
+    async def go() -> None:
+        async with open_stores(load_settings(database_url="", redis_url=""), local=None):
+            pass
+
+    with pytest.raises(ConfigError, match="DATABASE_URL and REDIS_URL not set"):
+        asyncio.run(go())

@@ -6,7 +6,7 @@ import logging
 import pytest
 import structlog
 
-from bot.logs import bind_context, clear_context, configure_logging, mask_secrets_in_text
+from bot.ops.logs import bind_context, clear_context, configure_logging, mask_secrets_in_text
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 

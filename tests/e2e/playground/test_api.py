@@ -32,8 +32,8 @@ from aiogram.types import (
 )
 
 from bot.config import Settings, load_settings
-from bot.playground import PLAYGROUND_TOKEN, PLAYGROUND_USERS, run_playground
-from bot.playground.main import PlaygroundHandle
+from devtools.playground import PLAYGROUND_TOKEN, PLAYGROUND_USERS, run_playground
+from devtools.playground.main import PlaygroundHandle
 
 PNG = (
     b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00"

@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 
 from bot.config import Settings, load_settings
-from bot.playground.main import PLAYGROUND_BOT_USERNAME, PlaygroundHandle, run_playground
-from bot.texts import texts
-from bot.zodiac import sign_label
+from bot.domain.zodiac import sign_label
+from bot.telegram.texts import texts
 from db.types import Lang, Sign
+from devtools.playground.main import PLAYGROUND_BOT_USERNAME, PlaygroundHandle, run_playground
 
 CHROMIUM = Path(os.environ.get("PLAYWRIGHT_CHROMIUM", "/usr/bin/chromium"))
 ROOT = Path(__file__).resolve().parents[3]
@@ -77,8 +77,8 @@ async def playground(
 
     ``redis`` is requested for its clean-up: it deletes this test's keys (``key_prefix``).
     """
+    from bot.ops.stores import open_stores
     from bot.runner import serve
-    from bot.stores import open_stores
 
     running = Running()
     settings = load_settings(

@@ -11,16 +11,16 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from bot.botapi.html import parse_html
-from bot.playground.render import (
+from devtools.botapi.html import parse_html
+from devtools.playground.render import (
     buttons_view,
     entities_to_nodes,
     inline_result_view,
     message_view,
     safe_url,
 )
-from bot.playground.stats import collect_stats, parse_metrics
-from bot.playground.web import sniff_image_type
+from devtools.playground.stats import collect_stats, parse_metrics
+from devtools.playground.web import sniff_image_type
 
 
 def flat(nodes: list[dict[str, Any]]) -> str:

@@ -36,7 +36,7 @@ from aiogram.types import (
 )
 from PIL import Image
 
-from bot.botapi import BotAPIServer, EntityParseError, Upload, parse_html
+from devtools.botapi import BotAPIServer, EntityParseError, Upload, parse_html
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(30)]
 

@@ -23,7 +23,7 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from bot.generation import OpenAIGenerator, TemplateGenerator
+from bot.domain.generation import OpenAIGenerator, TemplateGenerator
 from db.types import GeneratedHoroscope, Lang, Sign
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]

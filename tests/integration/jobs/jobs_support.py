@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings, load_settings
-from bot.generation import TemplateGenerator
+from bot.domain.generation import TemplateGenerator
 from cache import CacheAside, KeySpace
 from db.types import GeneratedHoroscope, Lang, Sign
 from jobs.deps import JobDeps

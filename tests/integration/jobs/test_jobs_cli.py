@@ -37,7 +37,7 @@ async def test_precompute_command_summary_and_exit_codes(
 
     # one more day with a generator that fails after 5: exit code 1, the rest still present
     failing = CountingGenerator(fail_after=5)
-    monkeypatch.setattr("bot.generation.build_generator", lambda *a, **k: failing)
+    monkeypatch.setattr("bot.domain.generation.build_generator", lambda *a, **k: failing)
     assert await precompute_command(settings, start=start, days=3) == 1
     out = capsys.readouterr().out
     assert "19" in out and "48" in out  # 19 failed, 48 already present

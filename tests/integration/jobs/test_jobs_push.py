@@ -15,11 +15,11 @@ from aiogram.client.default import DefaultBotProperties
 from aiogram.enums import ParseMode
 from sqlalchemy import func, insert, select, text
 
-from bot.botapi import BotAPIServer
-from bot.services.images import ImageSender, RepositoryFileIds
-from bot.texts import format_date
+from bot.domain.services.images import ImageSender, RepositoryFileIds
+from bot.telegram.texts import format_date
 from db.models import HoroscopeView, User
 from db.types import Lang, Sign
+from devtools.botapi import BotAPIServer
 from jobs.deps import JobDeps
 from jobs.push import run_push
 from jobs.ratelimit import TokenBucket

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from bot.cache_stats import cache_stats_command
 from bot.config import Settings
+from bot.ops.cache_stats import cache_stats_command
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -12,8 +12,8 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.health import HealthServer
-from bot.pool_metrics import register_pool_metrics, unregister_pool_metrics
+from bot.ops.health import HealthServer
+from bot.ops.pool_metrics import register_pool_metrics, unregister_pool_metrics
 from cache.client import create_redis
 from db.engine import create_engine
 

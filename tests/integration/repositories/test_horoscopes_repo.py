@@ -13,10 +13,10 @@ from redis.asyncio import Redis
 from sqlalchemy import func, select, text
 
 from cache import CacheAside
-from cache.traffic import RedisTraffic
 from db.models import Horoscope
 from db.repositories import DataContext, HoroscopeData, HoroscopeRepository
 from db.types import Lang, Sign
+from devtools.traffic import RedisTraffic
 from tests.helpers import FakeGenerator, stampede_child
 
 DAY = dt.date(2026, 11, 21)

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from cache.traffic import RedisTraffic
 from db.repositories import DataContext, FileRef, ImageAssetRepository, SessionRequiredError
+from devtools.traffic import RedisTraffic
 from tests.helpers import unit_of_work
 
 BOT = 123456

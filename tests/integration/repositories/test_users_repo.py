@@ -13,10 +13,10 @@ from sqlalchemy import select, text
 
 from cache import CacheAside, SideCommand
 from cache.buffers import BufferHandoff
-from cache.traffic import RedisTraffic
 from db.models import User
 from db.repositories import DataContext, PushClaim, UserNotFoundError, UserRepository
 from db.types import Lang, Sign
+from devtools.traffic import RedisTraffic
 from tests.helpers import TgUser, unit_of_work
 
 UTC = dt.UTC

@@ -13,7 +13,7 @@ from aiogram.exceptions import TelegramBadRequest, TelegramRetryAfter
 from aiogram.methods import SendPhoto
 from aiogram.types import FSInputFile
 
-from bot.services.images import ImageSender
+from bot.domain.services.images import ImageSender
 from db.repositories.values import FileRef
 
 
@@ -137,8 +137,8 @@ class RateLimitedBot(FakeBot):
 
 @pytest.fixture
 def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The 429 waits of bot.services.telegram.with_retry, recorded instead of slept."""
-    import bot.services.telegram as telegram
+    """The 429 waits of bot.telegram.api.with_retry, recorded instead of slept."""
+    import bot.telegram.api as telegram
 
     waited: list[float] = []
 
@@ -199,8 +199,8 @@ def test_asset_paths_stay_inside(assets: Path) -> None:
 def test_sign_asset_is_one_function_naming_existing_pictures() -> None:
     """One place names a sign's picture; the push job sends the same asset the bot caches."""
     import jobs.push
-    from bot.services.horoscope import sign_asset
-    from bot.services.images import ASSETS_DIR
+    from bot.domain.services.horoscope import sign_asset
+    from bot.domain.services.images import ASSETS_DIR
     from db.types import Sign
 
     assert jobs.push.sign_asset is sign_asset

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from bot.callbacks import Day, DayCB, MenuAction, MenuCB, SetCB, Setting, SignCB
-from bot.keyboards import (
+from bot.domain.clock import parse_zone
+from bot.telegram.callbacks import Day, DayCB, MenuAction, MenuCB, SetCB, Setting, SignCB
+from bot.telegram.keyboards import (
     COMMON_ZONES,
     horoscope_keyboard,
     settings_keyboard,
     sign_keyboard,
     timezone_keyboard,
 )
-from bot.services.clock import parse_zone
 from db.types import Lang, Sign
 
 

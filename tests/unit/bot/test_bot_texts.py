@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from bot.texts import (
+from bot.telegram.texts import (
     CAPTION_LIMIT,
     EN,
     MESSAGE_LIMIT,

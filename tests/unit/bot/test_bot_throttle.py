@@ -6,7 +6,7 @@ import fakeredis
 import pytest
 from prometheus_client import CollectorRegistry
 
-from bot.services.throttle import Decision, Throttle, _decide
+from bot.domain.services.throttle import Decision, Throttle, _decide
 from cache import CacheAside, CacheMetrics, KeySpace, SideCommand
 
 

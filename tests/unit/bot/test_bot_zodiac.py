@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.zodiac import NAMES, SYMBOLS, match_signs, normalize, parse_sign, sign_label
+from bot.domain.zodiac import NAMES, SYMBOLS, match_signs, normalize, parse_sign, sign_label
 from db.types import Lang, Sign
 
 

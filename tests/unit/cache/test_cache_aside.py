@@ -16,7 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from cache import NOT_FOUND, CacheAside, CacheMetrics, CircuitBreaker, Codec, Load, SideCommand
 from cache.breaker import OPEN
-from cache.traffic import RedisTraffic
+from devtools.traffic import RedisTraffic
 
 INT = Codec(int)
 KEY = "t:v1:ns:1"

@@ -13,7 +13,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from cache import CacheAside, CacheMetrics, Codec, SideCommand
 from cache.breaker import CLOSED
 from cache.pipelining import NotSentError, PipelineBatcher
-from cache.traffic import RedisTraffic
+from devtools.traffic import RedisTraffic
 
 INT = Codec(int)
 

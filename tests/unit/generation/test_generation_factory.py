@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from bot.generation import OpenAIGenerator, TemplateGenerator, build_generator
+from bot.domain.generation import OpenAIGenerator, TemplateGenerator, build_generator
 
 pytestmark = pytest.mark.unit
 

@@ -4,8 +4,8 @@ import datetime as dt
 
 import pytest
 
-from bot.generation.metered import MeteredGenerator, metered
-from bot.metrics import REGISTRY
+from bot.domain.generation.metered import MeteredGenerator, metered
+from bot.ops.metrics import REGISTRY
 from db.types import GeneratedHoroscope, Lang, Sign
 
 DAY = dt.date(2026, 11, 21)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.generation.validation import (
+from bot.domain.generation.validation import (
     MAX_CHARS,
     MIN_CHARS,
     InvalidOutputError,

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from bot.generation.template import (
+from bot.domain.generation.template import (
     MAX_LENGTH,
     MIN_LENGTH,
     SECTION_LABELS,
@@ -53,7 +53,7 @@ def test_deterministic_across_processes() -> None:
     """hash() is salted per process; the seed must not depend on it."""
     code = (
         "import datetime as dt;"
-        "from bot.generation.template import TemplateGenerator;"
+        "from bot.domain.generation.template import TemplateGenerator;"
         "from db.types import Sign, Lang;"
         "print(TemplateGenerator().render(Sign.VIRGO, dt.date(2025, 3, 1), Lang.RU), end='')"
     )

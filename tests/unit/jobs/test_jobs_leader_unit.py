@@ -10,7 +10,7 @@ import fakeredis
 import pytest
 from redis.asyncio import Redis
 
-from bot.metrics import REGISTRY
+from bot.ops.metrics import REGISTRY
 from cache import KeySpace
 from jobs.leader import JobOutcome, JobRunner
 from jobs.push import is_gone

@@ -13,7 +13,7 @@ import random
 import fakeredis
 import pytest
 
-from bot.cache_stats import (
+from bot.ops.cache_stats import (
     CacheReport,
     ScanResult,
     ServerInfo,
@@ -137,7 +137,7 @@ def test_report_exit_code_and_server_fields() -> None:
 
 def test_buffer_with_ttl_is_warned_about() -> None:
     scan = ScanResult()
-    from bot.cache_stats import NamespaceStats
+    from bot.ops.cache_stats import NamespaceStats
 
     ns = scan.namespaces["buf"] = NamespaceStats("buf", buffer=True)
     ns.add("horo:v1:buf:views", 5000, 10, random.Random(0))

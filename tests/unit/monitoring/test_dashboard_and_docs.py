@@ -14,8 +14,8 @@ from types import SimpleNamespace
 import yaml
 from prometheus_client import CollectorRegistry
 
-from bot.metrics import REGISTRY
-from bot.pool_metrics import PoolCollector
+from bot.ops.metrics import REGISTRY
+from bot.ops.pool_metrics import PoolCollector
 from cache.metrics import CacheMetrics
 
 DOCS = Path(__file__).resolve().parents[3] / "docs"

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from bot.health import HealthServer, parse_addr, run_checks
+from bot.ops.health import HealthServer, parse_addr, run_checks
 
 
 async def _ok() -> None:

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from prometheus_client import CollectorRegistry, generate_latest
 from redis.asyncio import ConnectionPool, Redis
 
-from bot.pool_metrics import register_pool_metrics, unregister_pool_metrics
+from bot.ops.pool_metrics import register_pool_metrics, unregister_pool_metrics
 
 
 class FakeQueuePool:

@@ -1,0 +1,1 @@
+"""Operations: opening the stores, health and metrics, cache inspection, logging, runtime tuning."""

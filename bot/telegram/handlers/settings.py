@@ -1,0 +1,250 @@
+"""/settings and its buttons, /timezone, /hour, /lang, and a typed IANA zone name.
+
+No FSM: "send me your zone" would need a state round trip to storage on every message. A zone
+is either a button, ``/timezone Europe/Berlin``, or any plain message that is a valid IANA name
+(nobody types "Asia/Tbilisi" by accident).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING
+
+import structlog
+from aiogram import Bot, F
+from aiogram.filters import Command, CommandObject
+from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
+
+from bot.domain.clock import local_now, parse_zone
+from bot.telegram.api import is_harmless, is_not_modified, with_retry
+from bot.telegram.callbacks import MenuAction, MenuCB, SetCB, Setting
+from bot.telegram.handlers.common import (
+    RouterFactory,
+    accessible,
+    answer_callback,
+    chat_id_of,
+    push_note,
+    user_zone,
+)
+from bot.telegram.keyboards import settings_keyboard, timezone_keyboard
+from bot.telegram.texts import TEXTS, Texts, escape, texts
+from db.repositories import Repositories, UserData
+from db.types import Lang
+
+if TYPE_CHECKING:
+    from bot.telegram.context import AppContext
+    from bot.telegram.middlewares.uow import UnitOfWork
+
+__all__ = ["router"]
+
+log = structlog.get_logger(__name__)
+
+router = RouterFactory("settings")
+
+
+def settings_view(app: AppContext, user: UserData) -> tuple[str, InlineKeyboardMarkup]:
+    lang = app.horoscopes.lang_for(user)
+    t = texts(lang)
+    hour = user.push_time.hour
+    push = t.settings_push_on.format(hour=hour) if user.push_enabled else t.settings_push_off
+    text = t.settings.format(lang=TEXTS[lang].lang_name, tz=escape(user_zone(app, user)), push=push)
+    return text, settings_keyboard(lang, user.push_enabled, hour)
+
+
+async def _edit(
+    bot: Bot, chat_id: int, message: Message | None, text: str, markup: InlineKeyboardMarkup
+) -> None:
+    """Show a settings view in place of a text message, or as a new message under a picture
+    (a caption is not the place for settings) or when the old message is gone."""
+    if message is not None and message.text is not None:
+        try:
+            await with_retry(lambda: message.edit_text(text, reply_markup=markup), what="settings")
+            return
+        except Exception as exc:
+            if not is_harmless(exc):
+                raise
+            if is_not_modified(exc):
+                return
+    await with_retry(lambda: bot.send_message(chat_id, text, reply_markup=markup), what="settings")
+
+
+@router.message(Command("settings"))
+async def settings_command(message: Message, app: AppContext, user: UserData) -> None:
+    text, markup = settings_view(app, user)
+    await with_retry(lambda: message.answer(text, reply_markup=markup), what="settings")
+
+
+@router.callback_query(MenuCB.filter(F.action == MenuAction.SETTINGS))
+async def settings_back(query: CallbackQuery, bot: Bot, app: AppContext, user: UserData) -> None:
+    text, markup = settings_view(app, user)
+    await _edit(bot, chat_id_of(query), accessible(query.message), text, markup)
+    await answer_callback(query)
+
+
+@router.callback_query(MenuCB.filter(F.action == MenuAction.TIMEZONES))
+async def timezones(
+    query: CallbackQuery, bot: Bot, app: AppContext, user: UserData, t: Texts, lang: Lang
+) -> None:
+    await _edit(
+        bot,
+        chat_id_of(query),
+        accessible(query.message),
+        t.tz_choose,
+        timezone_keyboard(lang, user_zone(app, user)),
+    )
+    await answer_callback(query)
+
+
+def _hour(value: str) -> int | None:
+    """A push hour typed or pressed: "0" to "23", else None."""
+    if not value.isdigit() or not 0 <= int(value) <= 23:
+        return None
+    return int(value)
+
+
+def _zone_saved(app: AppContext, user: UserData) -> str:
+    t = texts(app.horoscopes.lang_for(user))
+    zone = user_zone(app, user)
+    now = local_now(app.now(), zone, app.settings.bot_timezone)
+    return t.tz_saved.format(tz=escape(zone), time=now.strftime("%H:%M"))
+
+
+async def _save_zone(
+    app: AppContext, repos: Repositories, uow: UnitOfWork, user: UserData, zone: str
+) -> tuple[UserData, str]:
+    """Write and commit the zone; the updated user and the "saved, it is HH:MM there" note."""
+    user = await repos.users.set_timezone(user.id, zone)
+    await uow.commit()
+    return user, _zone_saved(app, user)
+
+
+async def _reply_zone_saved(
+    message: Message,
+    app: AppContext,
+    repos: Repositories,
+    uow: UnitOfWork,
+    user: UserData,
+    zone: str,
+) -> None:
+    _user, saved = await _save_zone(app, repos, uow, user, zone)
+    await with_retry(lambda: message.answer(saved), what="tz_saved")
+
+
+@router.callback_query(SetCB.filter())
+async def change_setting(
+    query: CallbackQuery,
+    callback_data: SetCB,
+    bot: Bot,
+    app: AppContext,
+    repos: Repositories,
+    user: UserData,
+    t: Texts,
+    uow: UnitOfWork,
+) -> None:
+    setting, value = callback_data.setting, callback_data.value
+    note: str | None = None
+    if setting is Setting.LANG:
+        lang = Lang.parse(value)
+        if lang is None or lang not in app.settings.enabled_langs:
+            await answer_callback(query, t.unknown_button)
+            return
+        user = await repos.users.set_lang(user.id, lang)
+        await uow.commit()
+        note = TEXTS[lang].lang_saved
+    elif setting is Setting.PUSH:
+        user = await repos.users.set_push(user.id, value == "1")
+        await uow.commit()
+    elif setting is Setting.HOUR:
+        hour = _hour(value)
+        if hour is None:
+            await answer_callback(query, t.unknown_button)
+            return
+        user = await repos.users.set_push(user.id, True, dt.time(hour))
+        await uow.commit()
+    elif setting is Setting.TZ:
+        zone = parse_zone(value)
+        if zone is None:
+            await answer_callback(query, t.unknown_button)
+            return
+        user, note = await _save_zone(app, repos, uow, user, zone)
+    if setting in (Setting.PUSH, Setting.HOUR):
+        # set_push leaves the language alone: this is ``t``'s language, as before.
+        note = push_note(texts(app.horoscopes.lang_for(user)), user, user_zone(app, user))
+    text, markup = settings_view(app, user)
+    await _edit(bot, chat_id_of(query), accessible(query.message), text, markup)
+    await answer_callback(query, note[:200] if note else None)
+
+
+@router.message(Command("timezone", "tz"))
+async def timezone_command(
+    message: Message,
+    command: CommandObject,
+    app: AppContext,
+    repos: Repositories,
+    user: UserData,
+    t: Texts,
+    lang: Lang,
+    uow: UnitOfWork,
+) -> None:
+    value = (command.args or "").strip()
+    if not value:
+        markup = timezone_keyboard(lang, user_zone(app, user))
+        await with_retry(lambda: message.answer(t.tz_choose, reply_markup=markup), what="tz")
+        return
+    zone = parse_zone(value)
+    if zone is None:
+        text = t.tz_unknown.format(value=escape(value[:64]))
+        await with_retry(lambda: message.answer(text), what="tz_unknown")
+        return
+    await _reply_zone_saved(message, app, repos, uow, user, zone)
+
+
+@router.message(F.text.func(parse_zone).as_("zone"))
+async def typed_zone(
+    message: Message,
+    zone: str,
+    app: AppContext,
+    repos: Repositories,
+    user: UserData,
+    uow: UnitOfWork,
+) -> None:
+    await _reply_zone_saved(message, app, repos, uow, user, zone)
+
+
+@router.message(Command("hour"))
+async def hour_command(
+    message: Message,
+    command: CommandObject,
+    app: AppContext,
+    repos: Repositories,
+    user: UserData,
+    t: Texts,
+    uow: UnitOfWork,
+) -> None:
+    hour = _hour((command.args or "").strip().removesuffix(":00"))
+    if hour is None:
+        await with_retry(lambda: message.answer(t.hour_usage), what="hour_usage")
+        return
+    user = await repos.users.set_push(user.id, True, dt.time(hour))
+    await uow.commit()
+    text = t.hour_saved.format(hour=user.push_time.hour, tz=escape(user_zone(app, user)))
+    await with_retry(lambda: message.answer(text), what="hour_saved")
+
+
+@router.message(Command("lang", "language"))
+async def lang_command(
+    message: Message,
+    command: CommandObject,
+    app: AppContext,
+    repos: Repositories,
+    user: UserData,
+    uow: UnitOfWork,
+) -> None:
+    lang = Lang.parse(command.args)
+    if lang is None or lang not in app.settings.enabled_langs:
+        text, markup = settings_view(app, user)
+        await with_retry(lambda: message.answer(text, reply_markup=markup), what="settings")
+        return
+    user = await repos.users.set_lang(user.id, lang)
+    await uow.commit()
+    await with_retry(lambda: message.answer(TEXTS[lang].lang_saved), what="lang_saved")
