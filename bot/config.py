@@ -90,7 +90,6 @@ class Settings(BaseSettings):
     bot_timezone: str = "Europe/Moscow"
     default_lang: Lang = Lang.RU
     enabled_langs: Annotated[tuple[Lang, ...], NoDecode] = (Lang.RU, Lang.EN)
-    default_push_hour: int = Field(9, ge=0, le=23)
     throttle_rate: float = Field(0.5, gt=0, description="seconds between two updates of a user")
 
     # Horoscope generation

@@ -11,6 +11,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+#: When the daily push goes out for someone who never chose an hour (local time of day). The
+#: one place that says it: the column's server default and UserData's default read it.
+DEFAULT_PUSH_TIME = dt.time(9, 0)
+
 
 class Sign(StrEnum):
     """The twelve zodiac signs, in zodiac order (the order of the keyboard)."""

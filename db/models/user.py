@@ -7,7 +7,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from db.base import Base, TimestampMixin
 from db.models.enums import lang_type, sign_type
-from db.types import Lang, Sign
+from db.types import DEFAULT_PUSH_TIME, Lang, Sign
 
 
 class User(TimestampMixin, Base):
@@ -28,7 +28,9 @@ class User(TimestampMixin, Base):
     # IANA zone name; NULL means "the bot's zone" (BOT_TIMEZONE).
     timezone: Mapped[str | None] = mapped_column(String(64))
     push_enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
-    push_time: Mapped[dt.time] = mapped_column(Time, server_default=text("'09:00'"))
+    push_time: Mapped[dt.time] = mapped_column(
+        Time, server_default=text(f"'{DEFAULT_PUSH_TIME:%H:%M}'")
+    )
     last_push_date: Mapped[dt.date | None] = mapped_column(Date)
 
     first_seen_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import msgspec
 
-from db.types import Lang, Sign
+from db.types import DEFAULT_PUSH_TIME, Lang, Sign
 
 __all__ = [
     "FileRef",
@@ -46,7 +46,7 @@ class UserData(msgspec.Struct, frozen=True, kw_only=True):
     #: IANA zone name; None means "the bot's zone"
     timezone: str | None = None
     push_enabled: bool = False
-    push_time: dt.time = dt.time(9, 0)
+    push_time: dt.time = DEFAULT_PUSH_TIME
     last_push_date: dt.date | None = None
     created_at: dt.datetime | None = None
 

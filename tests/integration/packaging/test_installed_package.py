@@ -9,6 +9,7 @@ its own and run from another folder, with the checkout's dependencies but not it
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -20,16 +21,31 @@ import pytest
 from db.testing import temporary_database
 
 ROOT = Path(__file__).resolve().parents[3]
+#: What the Dockerfile copies into its build stage.
+PACKAGED = ("pyproject.toml", "README.md", "bot", "cache", "db", "jobs", "migrations", "assets")
 
 pytestmark = pytest.mark.timeout(240)
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Built from a copy of what git tracks: building in the checkout would leave a build/
+    # folder whose stale files a later build could pick up.
+    src = tmp_path_factory.mktemp("src")
+    tracked = (
+        subprocess.run(
+            ["git", "ls-files", "-z", *PACKAGED], cwd=ROOT, check=True, capture_output=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
+    for name in filter(None, tracked):
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, src / name)
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-         "-w", str(out), str(ROOT)],
+         "-w", str(out), str(src)],
         check=True, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     (built,) = out.glob("horoscope_bot-*.whl")
