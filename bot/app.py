@@ -107,8 +107,8 @@ def build_app(
     images = ImageSender(
         file_ids,
         assets_dir=ASSETS_DIR,
-        redis=redis,
-        lock_key=lambda bot_id, asset: keyspace.key("upload", bot_id, asset),
+        cache=cache,
+        upload_key=lambda bot_id, asset, sha: keyspace.key("upload", bot_id, asset, sha[:16]),
     )
     app = AppContext(
         settings=settings,

@@ -9,10 +9,13 @@ The seeds' ImageAssetService, made Redis-first and race-free:
    file_unique_id, store them (Postgres, then Redis).
 3. A file_id Telegram rejects (purged, another bot's, corrupted): count it, forget it, upload
    once more.
-4. Concurrent first sends of one asset upload it once: the first caller (the leader) uploads
-   with its own message; followers wait for the leader's file_id and send by file_id. Across
-   processes a short Redis lock per asset does the same, best effort (a process that cannot get
-   the lock in time uploads anyway: a duplicate upload is a cost, never an error).
+4. Concurrent first sends of one asset upload it once. "The file_id of this upload" is loaded
+   through the cache engine like any other value: the engine's single-flight makes the first
+   caller in the process the leader (its loader uploads with its own message), and the
+   engine's Redis lock does the same across processes, waiters woken by pub/sub. Everybody
+   else gets the leader's file_id and sends by it. Best effort, like the engine: a waiter that
+   gives up after the lock wait, or a dead Redis, uploads itself (a duplicate upload is a
+   cost, never an error).
 
 Sends and edits share that logic: ``send_photo`` posts a new message, ``edit_photo`` replaces
 the picture of an existing one (Today/Tomorrow buttons) through editMessageMedia.
@@ -25,7 +28,6 @@ instead, for a sender with a rate limiter of its own (the push pauses its whole 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -36,12 +38,11 @@ from typing import Any, Final, Protocol, TypeVar
 import structlog
 from aiogram import Bot
 from aiogram.types import FSInputFile, InlineKeyboardMarkup, InputMediaPhoto, Message
-from redis.asyncio import Redis
 
 from assets import IMAGES_DIR
 from bot.ops.metrics import FILE_ID_FALLBACKS, IMAGE_SENDS
 from bot.telegram.api import is_file_id_rejected, with_retry
-from cache import Load, RedisLock
+from cache import CacheAside, Codec, Load
 from db.repositories.context import DataContext
 from db.repositories.images import ImageAssetRepository
 from db.repositories.values import FileRef
@@ -135,13 +136,22 @@ class _Unset:
 _UNSET: Final = _Unset()
 
 
-class _Upload:
-    """One in-process upload of an asset that followers can wait for."""
+#: How long the uploaded file_id is kept under the upload key: long enough for the waiters of
+#: other processes, woken when it lands, to read it (the durable copy is the store's entry).
+_UPLOAD_HANDOFF_TTL: Final = 15.0
+_REF_CODEC: Final[Codec[FileRef]] = Codec(FileRef)
+#: Uploads one caller tries before giving up when other callers' uploads keep failing.
+_MAX_LEADS: Final = 3
 
-    __slots__ = ("future",)
+
+class _Lead:
+    """One caller's loader: whether the engine ran it (this caller led) and what it sent."""
+
+    __slots__ = ("sent", "started")
 
     def __init__(self) -> None:
-        self.future: asyncio.Future[FileRef | None] = asyncio.get_running_loop().create_future()
+        self.started = False
+        self.sent: SentPhoto | None = None
 
 
 class ImageSender:
@@ -152,17 +162,17 @@ class ImageSender:
         store: FileIdStore,
         *,
         assets_dir: Path = ASSETS_DIR,
-        redis: Redis | None = None,
-        lock_key: Callable[[int, str], str] | None = None,
-        lock_wait: float = 5.0,
+        cache: CacheAside | None = None,
+        upload_key: Callable[[int, str, str], str] | None = None,
     ) -> None:
+        """``cache``: the engine whose single-flight and lock make one upload per asset (a
+        disabled engine when None: one upload per asset in this process only).
+        ``upload_key(bot_id, asset_key, sha256)``: the engine key of one upload."""
         self.store = store
         self.assets_dir = assets_dir
-        self._redis = redis
-        self._lock_key = lock_key
-        self._lock_wait = lock_wait
+        self._cache = cache if cache is not None else CacheAside(None)
+        self._upload_key = upload_key or _default_upload_key
         self._hashes: dict[str, str] = {}
-        self._uploads: dict[tuple[int, str], _Upload] = {}
         self._listing: dict[str, tuple[str, ...]] = {}
 
     # ------------------------------------------------------------------ assets
@@ -210,13 +220,6 @@ class ImageSender:
             return self.path(asset_key).is_file()
         except ValueError:
             return False
-
-    async def known_file_id(self, bot_id: int, asset_key: str) -> str | None:
-        """The current file_id of an asset without uploading (inline mode uses this)."""
-        if not self.exists(asset_key):
-            return None
-        ref = await self.store.get(bot_id, asset_key, self.sha256(asset_key))
-        return ref.file_id if ref is not None else None
 
     # ------------------------------------------------------------------ public API
 
@@ -326,6 +329,8 @@ class ImageSender:
             FILE_ID_FALLBACKS.inc()
             log.warning("file_id_rejected", asset=asset_key, error=str(exc))
             await self.store.forget(bot_id, asset_key)
+            # and the upload's hand-off copy, so the next upload does not hand it out again
+            await self._cache.invalidate(self._upload_key(bot_id, asset_key, ref.content_sha256))
             return None
         _SENT_BY_FILE_ID.inc()
         return SentPhoto(result if isinstance(result, Message) else None, "file_id")
@@ -339,51 +344,50 @@ class ImageSender:
         retry_429: bool,
         prepay: Callable[[], Awaitable[None]] | None = None,
     ) -> SentPhoto:
-        slot = (bot_id, asset_key)
-        while True:
-            running = self._uploads.get(slot)
-            if running is None:
-                if prepay is not None:
-                    await prepay()
-                    if self._uploads.get(slot) is not None:  # someone took the lead meanwhile
-                        continue
-                    # or uploaded while we waited for the token: send by their file_id
+        """Upload unless someone else is uploading the same file; then send by their file_id.
+
+        The engine runs one caller's loader per key (in this process, and across processes
+        while Redis answers); that caller is the leader and keeps its own message. The others
+        get the leader's file_id. When the leader fails (a 429 of its own, a network error),
+        the others do not inherit its error: they lead in turn, a bounded number of times.
+        """
+        if prepay is not None:
+            # An upload leader takes its rate-limit token *before* it can become the leader:
+            # waiting on the push's bucket inside the upload would make every person who
+            # needs the same picture wait too. A follower spends the token on its own send.
+            await prepay()
+        key = self._upload_key(bot_id, asset_key, sha)
+        for attempt in range(_MAX_LEADS):
+            lead = _Lead()
+
+            async def upload(lead: _Lead = lead, attempt: int = attempt) -> FileRef | None:
+                lead.started = True
+                if attempt == 0:
+                    # Someone may have finished an upload just before we asked.
                     found = await self.store.get(bot_id, asset_key, sha)
                     if found is not None:
-                        sent = await self._by_file_id(bot_id, asset_key, found, deliver, retry_429)
-                        if sent is not None:
-                            return sent
-                        continue  # rejected (and forgotten): look again, then lead
-                break
-            # Follower: wait for the leader's file_id, then send by it.
-            ref = await asyncio.shield(running.future)
+                        return found
+                lead.sent, ref = await self._upload(bot_id, asset_key, sha, deliver, retry_429)
+                return ref
+
+            try:
+                ref = await self._cache.get_or_load(
+                    key, upload, ttl=_UPLOAD_HANDOFF_TTL, codec=_REF_CODEC
+                )
+            except Exception:
+                if lead.started:  # our own upload failed: the caller decides
+                    raise
+                log.info("upload_leader_failed", asset=asset_key, attempt=attempt)
+                continue
+            if lead.sent is not None:
+                return lead.sent
             if ref is not None:
                 sent = await self._by_file_id(bot_id, asset_key, ref, deliver, retry_429)
                 if sent is not None:
                     return sent
-            # The leader failed (or its fresh file_id was rejected): lead ourselves.
-            if self._uploads.get(slot) is running:
-                break
-        upload = _Upload()
-        self._uploads[slot] = upload
-        ref = None
-        try:
-            async with self._cross_process_lock(bot_id, asset_key) as other_finished:
-                if other_finished:
-                    # Another process uploaded while we waited: use its file_id.
-                    found = await self.store.get(bot_id, asset_key, sha)
-                    if found is not None:
-                        sent = await self._by_file_id(bot_id, asset_key, found, deliver, retry_429)
-                        if sent is not None:
-                            ref = found
-                            return sent
-                sent, ref = await self._upload(bot_id, asset_key, sha, deliver, retry_429)
-                return sent
-        finally:
-            if not upload.future.done():
-                upload.future.set_result(ref)
-            if self._uploads.get(slot) is upload:
-                del self._uploads[slot]
+        # Still nothing of our own: upload outside the engine (a duplicate at worst).
+        sent, _ = await self._upload(bot_id, asset_key, sha, deliver, retry_429)
+        return sent
 
     async def _upload(
         self, bot_id: int, asset_key: str, sha: str, deliver: Deliver, retry_429: bool
@@ -408,12 +412,9 @@ class ImageSender:
         log.info("photo_uploaded", asset=asset_key)
         return SentPhoto(message, "upload"), ref
 
-    def _cross_process_lock(self, bot_id: int, asset_key: str) -> _AssetLock:
-        if self._redis is None or self._lock_key is None:
-            return _AssetLock(None, self._lock_wait)
-        return _AssetLock(
-            RedisLock(self._redis, self._lock_key(bot_id, asset_key), lease=30.0), self._lock_wait
-        )
+
+def _default_upload_key(bot_id: int, asset_key: str, sha: str) -> str:
+    return f"upload:{bot_id}:{asset_key}:{sha}"
 
 
 def _largest(sizes: Sequence[Any] | None, sha: str) -> FileRef | None:
@@ -421,43 +422,3 @@ def _largest(sizes: Sequence[Any] | None, sha: str) -> FileRef | None:
         return None
     top = max(sizes, key=lambda s: (s.width * s.height, s.file_size or 0))
     return FileRef(file_id=top.file_id, file_unique_id=top.file_unique_id, content_sha256=sha)
-
-
-class _AssetLock:
-    """Best-effort cross-process upload lock; yields True when another process held it.
-
-    Redis errors or a lock that is not released within ``wait`` seconds mean "go ahead and
-    upload": the lock only saves duplicate uploads, it must never block a user.
-    """
-
-    def __init__(self, lock: RedisLock | None, wait: float) -> None:
-        self.lock = lock
-        self.wait = wait
-        self.held = False
-
-    async def __aenter__(self) -> bool:
-        lock = self.lock
-        if lock is None:
-            return False
-        waited = False
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.wait
-        try:
-            while True:
-                if await lock.acquire():
-                    self.held = True
-                    return waited
-                waited = True
-                if loop.time() >= deadline:
-                    return True
-                await asyncio.sleep(0.05)
-        except Exception as exc:
-            log.debug("asset_lock_unavailable", error=repr(exc))
-            return waited
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self.held and self.lock is not None:
-            try:
-                await self.lock.release()
-            except Exception as err:
-                log.debug("asset_lock_release_failed", error=repr(err))

@@ -46,8 +46,8 @@ async def push_deps(deps: JobDeps, botapi: BotAPIServer) -> AsyncIterator[JobDep
     deps.bot = bot
     deps.images = ImageSender(
         RepositoryFileIds(deps.data),
-        redis=deps.redis,
-        lock_key=lambda bot_id, asset: deps.keyspace.key("upload", bot_id, asset),
+        cache=deps.cache,
+        upload_key=lambda bot_id, asset, sha: deps.keyspace.key("upload", bot_id, asset, sha),
     )
     yield deps
     await bot.session.close()

@@ -232,3 +232,33 @@ async def test_rate_limited_upload_leader_takes_its_token_before_the_slot(assets
     sent = await push
     assert sent.method == "file_id" and bot.uploads == 1
     assert tokens == 1  # one request, one token
+
+
+async def test_a_followers_do_not_inherit_the_leaders_429(assets: Path) -> None:
+    """The push leads an upload with retry_429=False and gets a 429: that is the push's to
+    handle. A person waiting for the same upload does not get the push's error: it leads."""
+    bot = RateLimitedBot()
+    sender = ImageSender(MemoryStore(), assets_dir=assets)
+    bot.limited = 1
+    entered = asyncio.Event()
+    release = asyncio.Event()
+    real_send = bot.send_photo
+
+    async def send_photo(chat_id: int, photo: Any, **kwargs: Any) -> Any:
+        if chat_id == 1:  # the push's upload: let the person join it first
+            entered.set()
+            await release.wait()
+        return await real_send(chat_id, photo, **kwargs)
+
+    bot.send_photo = send_photo  # type: ignore[method-assign]
+    push = asyncio.create_task(
+        sender.send_photo(bot, 1, "signs/leo.jpg", retry_429=False)  # type: ignore[arg-type]
+    )
+    await entered.wait()
+    person = asyncio.create_task(sender.send_photo(bot, 2, "signs/leo.jpg"))  # type: ignore[arg-type]
+    await asyncio.sleep(0)  # the person is now waiting on the push's upload
+    release.set()
+    with pytest.raises(TelegramRetryAfter):
+        await push
+    assert (await person).method == "upload"
+    assert bot.uploads == 1
