@@ -2,10 +2,14 @@
 
 Read path of ``get_or_load``:
 
-1. One GET (concurrent GETs of one key in this process share one round trip). A hit is
-   decoded and returned: no lock, no PTTL, no second command. Values are stored in an
-   envelope ``header + payload``; the 13-byte header (kind, expiry ms, load time ms) lets
-   negative caching and early refresh work from the GET reply alone.
+1. One GET. It rides the auto-pipeline (cache/pipelining.py): sent at once from the caller's
+   task when nothing else is in flight, in a shared pipeline with every other read when
+   something is, so a hundred concurrent hits cost a few round trips. Concurrent GETs of one key
+   in this process share one command. A hit is decoded and returned: no lock, no PTTL, no second
+   command, no timer of the engine's own (the client's socket timeout bounds the wait). Values
+   are stored in a self-identifying envelope (cache/envelope.py) whose header (kind, expiry,
+   load time) lets negative caching and early refresh work from the GET reply alone; anything
+   that is not such an envelope is a miss that is counted, deleted and reloaded.
 2. Miss: single-flight in this process, then ``SET key:lock token NX PX lease`` across
    processes. The winner loads, and one Lua script writes the value *only if it still holds
    the lock* (an invalidation deletes the lock, so a load that raced a write cannot put the
@@ -24,7 +28,6 @@ import contextlib
 import logging
 import math
 import random
-import struct
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +42,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from cache.breaker import CircuitBreaker
 from cache.codec import Codec, CodecError
+from cache.envelope import NOT_FOUND, open_envelope, seal, stamp
 from cache.invalidation import flush_invalidations as _flush_invalidations
 from cache.invalidation import invalidate_after_commit as _invalidate_after_commit
 from cache.keys import namespace_of
@@ -59,13 +63,6 @@ V = TypeVar("V")
 
 #: ttl in seconds, or a function of the loaded value returning seconds (<= 0: do not cache)
 Ttl = float | Callable[[Any], float]
-
-# Envelope header: kind (1 byte), hard expiry as unix ms (8), load duration ms (4).
-_HDR: Final = struct.Struct("!BQI")
-_HDR_SIZE: Final = _HDR.size
-_KIND_VALUE: Final = 0x56  # "V"
-_KIND_NOT_FOUND: Final = 0x4E  # "N"
-_MAX_DELTA_MS: Final = 0xFFFFFFFF
 
 #: Errors that mean "Redis is unavailable right now" and trip the breaker.
 _UNAVAILABLE: Final = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
@@ -89,19 +86,13 @@ return 0
 """
 
 
-class _NotFound:
-    """Marker for "the loader found nothing" (distinct from a stored None and from errors)."""
+class _Undecodable:
+    """What ``_open`` returns for bytes that are not a readable envelope (already counted)."""
 
     __slots__ = ()
 
-    def __repr__(self) -> str:
-        return "NOT_FOUND"
 
-    def __bool__(self) -> bool:
-        return False
-
-
-NOT_FOUND: Final = _NotFound()
+_UNDECODABLE: Final = _Undecodable()
 
 
 def _pool_exhausted(exc: BaseException) -> bool:
@@ -157,6 +148,8 @@ class CacheAside:
     """Redis-first cache-aside with single-flight, a cross-process lock and graceful degrade.
 
     ``redis=None`` disables the cache (every call goes to the loader, still single-flighted).
+    ``op_timeout`` bounds the engine's writes and lock commands, and its reads when the client
+    has no socket timeouts of its own (``create_redis`` sets them; then they bound the reads).
     """
 
     #: XFetch beta: >1 refreshes earlier, <1 later. 1.0 is the paper's optimum.
@@ -188,7 +181,10 @@ class CacheAside:
         self._flight = SingleFlight()
         # one background refresh per key in this process (the refreshes' single-flight)
         self._refreshing: dict[str, asyncio.Task[None]] = {}
-        self._gets: dict[str, asyncio.Future[bytes | None]] = {}
+        #: GETs in flight, by key: the owner's command tuple (its identity) ...
+        self._gets: dict[str, tuple[str, str]] = {}
+        #: ... and, by id of that tuple, the futures of callers who joined it
+        self._joined: dict[int, list[asyncio.Future[bytes | None]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refresh_backoff: dict[str, float] = {}
         self._commit_script: AsyncScript | None = (
@@ -228,23 +224,26 @@ class CacheAside:
             seconds *= 1.0 + self.jitter * (2.0 * random.random() - 1.0)
         return max(1, int(seconds * 1000))
 
-    @staticmethod
-    def _envelope(kind: int, px: int, delta_ms: int, payload: bytes = b"") -> bytes:
-        expiry = int(time.time() * 1000) + px
-        return _HDR.pack(kind, expiry, min(delta_ms, _MAX_DELTA_MS)) + payload
+    def _open(self, data: bytes, codec: Codec[V], key: str, ns: str, *, hit: bool = True) -> Any:
+        """The one decoder of a stored value, for every read path: V, NOT_FOUND or _UNDECODABLE.
 
-    @staticmethod
-    def _open(data: bytes, codec: Codec[V]) -> tuple[V | _NotFound, int, int]:
-        """(value or NOT_FOUND, expiry ms, load ms) of an envelope.
-
-        Raises ``struct.error`` or ``CodecError`` when it cannot be decoded (unknown kind too).
+        Counts the outcome (``hit`` / ``negative_hit``, unless ``hit=False``; and always
+        ``decode_error``). The caller deletes an undecodable value (``_drop``), then treats it
+        as a miss: a foreign or stale value heals itself instead of failing every read.
         """
-        kind, expiry, delta = _HDR.unpack_from(data)
-        if kind == _KIND_VALUE:
-            return codec.decode(memoryview(data)[_HDR_SIZE:]), expiry, delta
-        if kind == _KIND_NOT_FOUND:
-            return NOT_FOUND, expiry, delta
-        raise CodecError(f"unknown envelope kind {kind:#x}")
+        try:
+            value = open_envelope(data, codec)
+        except CodecError as exc:
+            self.metrics.event(ns, "decode_error")
+            log.warning("undecodable cache value at %s: %s", key, exc)
+            return _UNDECODABLE
+        if hit:
+            self.metrics.event(ns, "negative_hit" if value is NOT_FOUND else "hit")
+        return value
+
+    async def _drop(self, redis: Redis, keys: Sequence[str], ns: str) -> None:
+        """Delete undecodable values (one DEL), so the next read loads instead of failing."""
+        await self._delete_quietly(redis, keys, ns)
 
     async def _run_fallbacks(self, also: Sequence[SideCommand]) -> None:
         for cmd in also:
@@ -294,35 +293,58 @@ class CacheAside:
             await self._side_failed(commands, exc)
 
     async def _get(self, redis: Redis, key: str) -> bytes | None:
-        """GET with a timeout; concurrent GETs of one key in this process share one trip."""
+        """GET through the auto-pipeline; concurrent GETs of one key in this process share one.
+
+        The owner's command tuple is the GET's identity (no record allocated per hit); callers
+        arriving while it is in flight get a future of their own each (a cancelled one cancels
+        only itself). ``invalidate`` detaches the key, so later callers start a fresh GET.
+        """
         gets = self._gets
-        fut = gets.get(key)
-        if fut is not None:
+        owner = gets.get(key)
+        while owner is not None:
+            fut: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+            waiting = self._joined.get(id(owner))
+            if waiting is None:
+                self._joined[id(owner)] = [fut]
+            else:
+                waiting.append(fut)
             with contextlib.suppress(_OwnerGone):
-                return await asyncio.shield(fut)
-        fut = asyncio.get_running_loop().create_future()
-        gets[key] = fut
+                return await fut
+            owner = gets.get(key)  # another joiner may have taken over already
+        cmd = ("GET", key)
+        gets[key] = cmd
         try:
-            async with asyncio.timeout(self.op_timeout):
-                data = cast("bytes | None", await redis.get(key))
+            data = cast("bytes | None", await self._batcher.execute_one(redis, cmd))
         except BaseException as exc:
-            fut.set_exception(exc if isinstance(exc, Exception) else _OwnerGone())
-            fut.exception()  # retrieved: no "never retrieved" noise when nobody joined
-            raise
-        else:
-            fut.set_result(data)
-            return data
-        finally:
-            if gets.get(key) is fut:
+            if gets.get(key) is cmd:
                 del gets[key]
+            waiting = self._joined.pop(id(cmd), None) if self._joined else None
+            if waiting:
+                shared = exc if isinstance(exc, Exception) else _OwnerGone()
+                for f in waiting:
+                    if not f.done():
+                        f.set_exception(shared)
+                        f.exception()  # retrieved: no noise if that joiner is gone too
+            raise
+        if gets.get(key) is cmd:
+            del gets[key]
+        if self._joined:
+            waiting = self._joined.pop(id(cmd), None)
+            if waiting:
+                for f in waiting:
+                    if not f.done():
+                        f.set_result(data)
+        return data
 
     async def _read_with_side(
         self, redis: Redis, cmd: tuple[Any, ...] | None, also: Sequence[SideCommand]
     ) -> Any:
-        """Send one read (if any) plus the side commands in one pipeline.
+        """Send one read (if any) plus the side commands in one (shared) pipeline.
 
         Side commands whose reply is an error run their fallbacks; replies go to on_result.
         """
+        if not also:
+            return await self._batcher.execute_one(redis, cmd) if cmd is not None else None
         commands = [side.args for side in also]
         if cmd is not None:
             commands.insert(0, cmd)
@@ -365,7 +387,6 @@ class CacheAside:
         ``negative_ttl`` seconds when given. ``also`` are extra Redis writes sent in the same
         round trip as the GET.
         """
-        ns = namespace_of(key)
         redis = self.redis
         use_redis = False
         if redis is None or not self.breaker.allow():
@@ -378,56 +399,26 @@ class CacheAside:
                 else:
                     data = await self._get(redis, key)
             except _REDIS_ERRORS as exc:
-                self._redis_failed(ns, exc)
+                self._redis_failed(namespace_of(key), exc)
                 if also:
                     await self._side_failed(also, exc)
             else:
                 self.breaker.record_success()
+                ns = namespace_of(key)
                 if data is not None:
-                    try:
-                        opened = self._open(data, codec)
-                    except (struct.error, CodecError) as exc:
-                        await self._drop_undecodable(redis, key, ns, exc)
-                    else:
-                        value, expiry, delta = opened
-                        if value is NOT_FOUND:
-                            self.metrics.event(ns, "negative_hit")
-                            return None
-                        self.metrics.event(ns, "hit")
-                        if early_refresh is not None:
+                    value = self._open(data, codec, key, ns)
+                    if value is NOT_FOUND:
+                        return None
+                    if value is not _UNDECODABLE:
+                        if early_refresh is not None and self._refresh_due(data, early_refresh):
                             spec = Load(key, loader, codec, ttl, negative_ttl, lock, early_refresh)
-                            self._maybe_refresh(spec, ns, early_refresh, expiry, delta)
+                            self._start_refresh(spec, ns)
                         return cast("T", value)
+                    await self._drop(redis, (key,), ns)
                 self.metrics.event(ns, "miss")
                 use_redis = True
         spec = Load(key, loader, codec, ttl, negative_ttl, lock, early_refresh)
-        return await self._load(spec, ns, use_redis)
-
-    async def _drop_undecodable(self, redis: Redis, key: str, ns: str, exc: Exception) -> None:
-        self.metrics.event(ns, "decode_error")
-        log.warning("undecodable cache value at %s: %s", key, exc)
-        try:
-            async with asyncio.timeout(self.op_timeout):
-                await redis.delete(key)
-        except _REDIS_ERRORS as err:
-            self._redis_failed(ns, err)
-
-    def _decode_hit(
-        self, data: bytes, ld: Load[Any], ns: str
-    ) -> tuple[bool, Any, bool]:  # (found, value, undecodable)
-        try:
-            value, expiry, delta = self._open(data, ld.codec)
-        except (struct.error, CodecError) as exc:
-            self.metrics.event(ns, "decode_error")
-            log.warning("undecodable cache value at %s: %s", ld.key, exc)
-            return False, None, True
-        if value is NOT_FOUND:
-            self.metrics.event(ns, "negative_hit")
-            return True, None, False
-        self.metrics.event(ns, "hit")
-        if ld.early_refresh is not None:
-            self._maybe_refresh(ld, ns, ld.early_refresh, expiry, delta)
-        return True, value, False
+        return await self._load(spec, namespace_of(key), use_redis)
 
     async def load_many(
         self, loads: Sequence[Load[Any]], *, also: Sequence[SideCommand] = ()
@@ -445,12 +436,10 @@ class CacheAside:
             await self._run_fallbacks(also)
         elif n or also:
             try:
+                cmd = ("MGET", *(ld.key for ld in loads)) if n else None
+                got = await self._read_with_side(redis, cmd, also)
                 if n:
-                    datas = await self._read_with_side(
-                        redis, ("MGET", *(ld.key for ld in loads)), also
-                    )
-                else:
-                    await self._read_with_side(redis, ("PING",), also)
+                    datas = got
                 use_redis = True
                 self.breaker.record_success()
             except _REDIS_ERRORS as exc:
@@ -462,18 +451,21 @@ class CacheAside:
         for i, (ld, data) in enumerate(zip(loads, datas, strict=True)):
             ns = namespace_of(ld.key)
             if data is not None:
-                found, value, undecodable = self._decode_hit(data, ld, ns)
-                if found:
-                    results[i] = value
+                value = self._open(data, ld.codec, ld.key, ns)
+                if value is not _UNDECODABLE:
+                    if value is not NOT_FOUND:
+                        results[i] = value
+                        if ld.early_refresh is not None and self._refresh_due(
+                            data, ld.early_refresh
+                        ):
+                            self._start_refresh(ld, ns)
                     continue
-                if undecodable:
-                    bad.append(ld.key)
+                bad.append(ld.key)
             if use_redis:
                 self.metrics.event(ns, "miss")
-            coro = self._load(ld, ns, use_redis)
-            pending.append((i, coro))
+            pending.append((i, self._load(ld, ns, use_redis)))
         if bad and redis is not None:
-            await self._delete_quietly(redis, bad, first_ns)
+            await self._drop(redis, bad, first_ns)
         if pending:
             values = await asyncio.gather(*(c for _, c in pending))
             for (i, _), value in zip(pending, values, strict=True):
@@ -481,7 +473,10 @@ class CacheAside:
         return results
 
     async def get_many(self, keys: Sequence[str], codec: Codec[T]) -> list[T | None]:
-        """One MGET; a miss, NOT_FOUND, an undecodable value or a Redis error give None."""
+        """One MGET; a miss, NOT_FOUND, an undecodable value or a Redis error give None.
+
+        Undecodable values are deleted (one DEL) like on every other read path.
+        """
         if not keys:
             return []
         redis = self._usable()
@@ -489,31 +484,30 @@ class CacheAside:
         if redis is None:
             return [None] * len(keys)
         try:
-            async with asyncio.timeout(self.op_timeout):
-                datas = cast("list[bytes | None]", await redis.mget(keys))
+            datas = cast(
+                "list[bytes | None]", await self._batcher.execute_one(redis, ("MGET", *keys))
+            )
         except _REDIS_ERRORS as exc:
             self._redis_failed(ns, exc)
             return [None] * len(keys)
         self.breaker.record_success()
         out: list[T | None] = []
+        bad: list[str] = []
         for key, data in zip(keys, datas, strict=True):
             kns = namespace_of(key)
             if data is None:
                 self.metrics.event(kns, "miss")
                 out.append(None)
                 continue
-            try:
-                value = self._open(data, codec)[0]
-            except (struct.error, CodecError):
-                self.metrics.event(kns, "decode_error")
-                out.append(None)
-                continue
-            if value is NOT_FOUND:
-                out.append(None)
-                self.metrics.event(kns, "negative_hit")
-            else:
-                out.append(cast("T", value))
-                self.metrics.event(kns, "hit")
+            value = self._open(data, codec, key, kns)
+            if value is _UNDECODABLE:
+                bad.append(key)
+                value = None
+            elif value is NOT_FOUND:
+                value = None
+            out.append(cast("T | None", value))
+        if bad:
+            await self._drop(redis, bad, ns)
         return out
 
     # ------------------------------------------------------------------ loading
@@ -545,11 +539,11 @@ class CacheAside:
             if ld.negative_ttl is None:
                 return b"", 0
             px = self._ttl_ms(ld.negative_ttl, None)
-            return (self._envelope(_KIND_NOT_FOUND, px, delta), px) if px else (b"", 0)
+            return (seal(px, delta, None), px) if px else (b"", 0)
         px = self._ttl_ms(ld.ttl, value)
         if not px:
             return b"", 0
-        return self._envelope(_KIND_VALUE, px, delta, ld.codec.encode(value)), px
+        return seal(px, delta, ld.codec.encode(value)), px
 
     async def _load_once(self, ld: Load[T], ns: str, use_redis: bool) -> T | None:
         key, loader = ld.key, ld.loader
@@ -570,15 +564,12 @@ class CacheAside:
         self.metrics.event(ns, "lock_waited")
         data = await self._wait_for_value(redis, key, ns)
         if data is not None:
-            try:
-                # Unlike _open, an unknown kind is not dropped here: it falls through to a load.
-                kind, _, _ = _HDR.unpack_from(data)
-                if kind == _KIND_VALUE:
-                    return ld.codec.decode(memoryview(data)[_HDR_SIZE:])
-                if kind == _KIND_NOT_FOUND:
-                    return None
-            except (struct.error, CodecError) as exc:
-                await self._drop_undecodable(redis, key, ns, exc)
+            value = self._open(data, ld.codec, key, ns, hit=False)
+            if value is NOT_FOUND:
+                return None
+            if value is not _UNDECODABLE:
+                return cast("T", value)
+            await self._drop(redis, (key,), ns)
         # No value after the bound (holder crashed, failed, or its write was invalidated):
         # take the lock if it is free now, otherwise load without writing.
         if self.breaker.allow() and await self._try_acquire(lk, ns):
@@ -686,29 +677,30 @@ class CacheAside:
 
     # ------------------------------------------------------------------ early refresh
 
-    def _maybe_refresh(
-        self, ld: Load[Any], ns: str, early_refresh: float, expiry: int, delta: int
-    ) -> None:
+    def _refresh_due(self, data: bytes, early_refresh: float) -> bool:
         """XFetch: refresh when ``now + early_refresh - delta * beta * ln(rand) >= expiry``.
 
         ``early_refresh`` is a deterministic margin in seconds (0 = pure XFetch); the
         probabilistic part is scaled by the recorded load time, so slow loaders start earlier
-        and processes spread their attempts. One refresh per key per process (single-flight)
-        and one across processes (the key's Redis lock); everyone else gets the current value.
+        and processes spread their attempts. Asked on every hit that wants early refresh, so it
+        only reads the envelope's header: nothing is built unless a refresh is due.
         """
-        now_ms = time.time() * 1000.0
+        expiry, delta = stamp(data)
         gap = early_refresh * 1000.0
         if delta:
             gap -= delta * self.xfetch_beta * math.log(1.0 - random.random())
-        if now_ms + gap < expiry:
-            return
+        return time.time() * 1000.0 + gap >= expiry
+
+    def _start_refresh(self, ld: Load[Any], ns: str) -> None:
+        """One refresh per key per process (single-flight) and one across processes (the key's
+        Redis lock); everyone else gets the current value meanwhile."""
         self.metrics.event(ns, "stale_served")
         key = ld.key
         if key in self._refreshing:
             return
         backoff = self._refresh_backoff.get(key)
         if backoff is not None:
-            if backoff > now_ms:
+            if backoff > time.time() * 1000.0:
                 return
             del self._refresh_backoff[key]
         task = asyncio.get_running_loop().create_task(self._refresh(ld, ns))
@@ -761,7 +753,7 @@ class CacheAside:
         for key, value in pairs:
             px = self._ttl_ms(ttl, value)
             if px:
-                writes.append((key, self._envelope(_KIND_VALUE, px, 0, codec.encode(value)), px))
+                writes.append((key, seal(px, 0, codec.encode(value)), px))
         if not writes:
             return
         redis = self._usable()

@@ -14,6 +14,7 @@ from redis.exceptions import ResponseError
 from sqlalchemy import text
 
 from cache import CacheAside, CacheMetrics, Codec, Load, RedisLock, SideCommand, create_redis
+from cache.envelope import seal
 from cache.pipelining import PipelineBatcher
 
 INT = Codec(int)
@@ -93,9 +94,7 @@ async def test_waiter_woken_by_publish_not_polling(
 
     async def finish() -> None:
         await asyncio.sleep(0.3)
-        await other._commit(
-            holder, key, "ns", other._envelope(0x56, 60_000, 5, INT.encode(7)), 60_000
-        )
+        await other._commit(holder, key, "ns", seal(60_000, 5, INT.encode(7)), 60_000)
 
     start = time.perf_counter()
     value, _ = await asyncio.gather(cache.get_or_load(key, loader, ttl=60, codec=INT), finish())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import struct
 import time
 from typing import Any
 
@@ -16,6 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from cache import NOT_FOUND, CacheAside, CacheMetrics, CircuitBreaker, Codec, Load, SideCommand
 from cache.breaker import OPEN
+from cache.envelope import seal
 from devtools.traffic import RedisTraffic
 
 INT = Codec(int)
@@ -428,7 +428,9 @@ async def test_get_many(cache: CacheAside, fake: Any) -> None:
         None,
         2,
     ]
-    assert trips.count == 1
+    # the MGET, then one DEL of the undecodable value (it heals like on every read path)
+    assert [c[0] for c in trips.commands] == ["MGET", "DEL"] and trips.count == 2
+    assert await fake.exists("t:v1:a:3") == 0
     assert await cache.get_many([], INT) == []
 
 
@@ -474,19 +476,21 @@ async def test_invalidate_detaches_a_get_in_flight(fake: Any, metrics: CacheMetr
     the invalidation must not share that GET's reply, it reads (and loads) afresh."""
     cache = CacheAside(fake, metrics=metrics, op_timeout=5.0)  # the held GET must not time out
     await cache.set(KEY, 1, ttl=60, codec=INT)
-    original_get = fake.get
+    batcher: Any = cache._batcher
+    original = batcher.execute_one
     gate = asyncio.Event()
     gets = 0
 
-    async def get(key: str) -> Any:
+    async def execute_one(redis: Any, command: tuple[Any, ...]) -> Any:
         nonlocal gets
-        gets += 1
-        data = await original_get(key)
-        if gets == 1:
+        gets += command[0] == "GET"
+        first = gets == 1
+        data = await original(redis, command)
+        if first:
             await gate.wait()  # the old value is on its way back while the write commits
         return data
 
-    fake.get = get
+    batcher.execute_one = execute_one
     first = asyncio.create_task(cache.get_or_load(KEY, counting_loader(0), ttl=60, codec=INT))
     await asyncio.sleep(0.01)
     await cache.invalidate(KEY)  # the write committed
@@ -580,15 +584,19 @@ async def test_no_early_refresh_far_from_expiry(cache: CacheAside, metrics: Cach
     assert loader.calls == 0 and ev(metrics, "stale_served") == 0
 
 
-async def test_xfetch_uses_recorded_load_time(cache: CacheAside, fake: Any) -> None:
+async def test_xfetch_uses_recorded_load_time(
+    cache: CacheAside, fake: Any, metrics: CacheMetrics
+) -> None:
     # A 60 s loader and 30 s left: XFetch (beta 1) refreshes with p = 1 - e^-0.5 per hit.
-    expiry = int(time.time() * 1000) + 30_000
-    await fake.set(KEY, struct.pack("!BQI", 0x56, expiry, 60_000) + INT.encode(1), px=30_000)
+    await fake.set(KEY, seal(30_000, 60_000, INT.encode(1)), px=30_000)
     loader = counting_loader(2)
-    for _ in range(40):
+    served = [
         await cache.get_or_load(KEY, loader, ttl=60, codec=INT, early_refresh=0.0)
+        for _ in range(40)
+    ]
     await cache.wait_background()
-    assert loader.calls == 1
+    assert loader.calls == 1 and ev(metrics, "early_refresh") == 1
+    assert served[0] == 1 and ev(metrics, "decode_error") == 0  # the stored value was served
 
 
 async def test_aclose_cancels_background_refresh(cache: CacheAside) -> None:
