@@ -186,6 +186,7 @@ class CacheAside:
         #: ... and, by id of that tuple, the futures of callers who joined it
         self._joined: dict[int, list[asyncio.Future[bytes | None]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._last_failure: BaseException | None = None
         self._refresh_backoff: dict[str, float] = {}
         self._commit_script: AsyncScript | None = (
             redis.register_script(_COMMIT) if redis is not None else None
@@ -206,6 +207,11 @@ class CacheAside:
 
     def _redis_failed(self, ns: str, exc: BaseException) -> None:
         self.metrics.event(ns, "redis_error")
+        if exc is self._last_failure:
+            # The same failed round trip, seen by another caller who shared it (a pipeline,
+            # a coalesced GET): one failure for the breaker, not one per caller.
+            return
+        self._last_failure = exc
         if _pool_exhausted(exc):
             # Our own pool was busy for pool_timeout: a local burst, not a sign Redis is down.
             pass
@@ -793,8 +799,7 @@ class CacheAside:
 
     async def _delete_quietly(self, redis: Redis, names: Sequence[str], ns: str) -> None:
         try:
-            async with asyncio.timeout(self.op_timeout):
-                await redis.delete(*names)
+            await self._batcher.execute_one(redis, ("DEL", *names))
         except _REDIS_ERRORS as exc:
             self._redis_failed(ns, exc)
             return

@@ -10,54 +10,7 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from cache import CacheAside, CacheMetrics, Codec, create_redis
-
-
-class CommandCounter:
-    """Counts every command a client sends: plain, pipelined and pub/sub."""
-
-    def __init__(self, client: Redis) -> None:
-        self.count = 0
-        self.names: list[str] = []
-        orig_exec = client.execute_command
-        orig_pipe = client.pipeline
-        orig_pubsub = client.pubsub
-
-        async def execute_command(*args: Any, **kw: Any) -> Any:
-            self.count += 1
-            self.names.append(str(args[0]))
-            return await orig_exec(*args, **kw)
-
-        def pipeline(*a: Any, **kw: Any) -> Any:
-            pipe = orig_pipe(*a, **kw)
-            orig = pipe.execute
-
-            async def execute(*ea: Any, **ekw: Any) -> Any:
-                self.count += len(pipe.command_stack)
-                self.names.extend(str(c[0][0]) for c in pipe.command_stack)
-                return await orig(*ea, **ekw)
-
-            pipe.execute = execute  # type: ignore[method-assign]
-            return pipe
-
-        def pubsub(*a: Any, **kw: Any) -> Any:
-            ps = orig_pubsub(*a, **kw)
-            orig = ps.execute_command
-
-            async def ps_exec(*args: Any) -> Any:
-                self.count += 1
-                self.names.append(str(args[0]))
-                return await orig(*args)
-
-            ps.execute_command = ps_exec  # type: ignore[method-assign]
-            return ps
-
-        client.execute_command = execute_command  # type: ignore[method-assign]
-        client.pipeline = pipeline  # type: ignore[method-assign]
-        client.pubsub = pubsub  # type: ignore[method-assign]
-
-    def reset(self) -> None:
-        self.count = 0
-        self.names.clear()
+from devtools.traffic import RedisTraffic
 
 
 async def _run(
@@ -67,7 +20,8 @@ async def _run(
     side = Redis.from_url(url)  # the loader's own client, not counted
     await client.ping()
     await side.ping()
-    counter = CommandCounter(client)
+    # counted at the connection: plain commands, the engine's pipelines, pub/sub
+    traffic = RedisTraffic(client)
     cache = CacheAside(client, metrics=CacheMetrics(CollectorRegistry()))
 
     async def loader() -> int:
@@ -76,7 +30,7 @@ async def _run(
         return 42
 
     barrier.wait()
-    counter.reset()
+    traffic.reset()
     start = time.perf_counter()
 
     async def one() -> tuple[int | None, float]:
@@ -93,8 +47,8 @@ async def _run(
     return {
         "values": sorted({v for v, _ in results}, key=repr),
         "latencies": [t for _, t in results],
-        "commands": counter.count,
-        "names": counter.names,
+        "commands": len(traffic.commands),
+        "names": [str(c[0]) for c in traffic.commands],
         "loads": snapshot.get("load", 0.0),
         "total": total,
     }

@@ -37,5 +37,6 @@ def test_cross_process_stampede_loads_once(redis_url: str, key_prefix: str, redi
     print("commands per process:", [(r["commands"], r["names"]) for r in results])
     for res in results:
         assert res["values"] == [42]
-        assert res["commands"] <= 20, res["names"]
+    # one GET per process however many callers, the lock, the waiters' subscribe/re-check/GET
+    assert sum(r["commands"] for r in results) <= 25, [r["names"] for r in results]
     assert sum(r["loads"] for r in results) == 1

@@ -483,8 +483,9 @@ async def test_invalidate_detaches_a_get_in_flight(fake: Any, metrics: CacheMetr
 
     async def execute_one(redis: Any, command: tuple[Any, ...]) -> Any:
         nonlocal gets
-        gets += command[0] == "GET"
-        first = gets == 1
+        is_get = command[0] == "GET"
+        gets += is_get
+        first = is_get and gets == 1
         data = await original(redis, command)
         if first:
             await gate.wait()  # the old value is on its way back while the write commits

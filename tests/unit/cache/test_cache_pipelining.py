@@ -7,10 +7,12 @@ from typing import Any
 
 import fakeredis
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from cache import CacheAside, CacheMetrics, Codec, SideCommand
+from cache import CacheAside, CacheMetrics, Codec, Load, SideCommand
 from cache.breaker import CLOSED
 from cache.pipelining import NotSentError, PipelineBatcher
 from devtools.traffic import RedisTraffic
@@ -301,3 +303,296 @@ async def test_pipeline_finishing_after_aclose_gives_its_connection_back() -> No
     gate.set()
     assert await task == [b"ok"]
     assert redis.out == set()
+
+
+# ---------------------------------------------------------------- every read rides the pipeline
+
+
+class _EchoConnection:
+    """Replies echo the commands (a GET of ``k`` answers ``b"k"``), so a reply that reached the
+    wrong caller shows. Replies wait for ``gate``; a pipeline of more than one command is cut
+    off (connection reset) after ``cut_after`` replies when that is set."""
+
+    def __init__(self, owner: _EchoRedis) -> None:
+        self.owner = owner
+        self.queue: list[tuple[Any, ...]] = []
+        self.disconnected = False
+        self.read = 0
+
+    def pack_commands(self, commands: Any) -> list[tuple[Any, ...]]:
+        return [tuple(c) for c in commands]
+
+    async def check_health(self) -> None:
+        pass
+
+    async def connect(self) -> None:
+        pass
+
+    async def can_read(self) -> bool:
+        return False
+
+    async def send_packed_command(self, packed: Any, check_health: bool = True) -> None:
+        self.owner.sent.append(list(packed))
+        self.owner.senders.append(asyncio.current_task())
+        self.queue.extend(packed)
+        self.read = 0
+        self.batch = len(packed)
+
+    async def read_response(self, **_kw: Any) -> Any:
+        await self.owner.gate.wait()
+        cut = self.owner.cut_after
+        if cut is not None and self.batch > 1 and self.read >= cut:
+            raise RedisConnectionError("Connection reset by peer")
+        self.read += 1
+        cmd = self.queue.pop(0)
+        return str(cmd[1]).encode() if cmd[0] == "GET" else cmd
+
+    async def disconnect(self, nowait: bool = False) -> None:
+        self.disconnected = True
+        self.queue.clear()
+
+
+class _EchoRedis:
+    def __init__(self) -> None:
+        outer = self
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.cut_after: int | None = None
+        self.sent: list[list[tuple[Any, ...]]] = []
+        self.senders: list[asyncio.Task[Any] | None] = []
+        self.conns: list[_EchoConnection] = []
+
+        class Pool:
+            max_connections = 16
+
+            async def get_connection(self) -> _EchoConnection:
+                conn = _EchoConnection(outer)
+                outer.conns.append(conn)
+                return conn
+
+            async def release(self, conn: Any) -> None:
+                pass
+
+        self.connection_pool = Pool()
+
+    def register_script(self, script: str) -> Any:
+        return None
+
+
+async def test_a_lone_read_goes_out_from_the_callers_own_task() -> None:
+    """Nothing in flight: no batch task, no loop hop; the caller's task writes the command."""
+    redis: Any = _EchoRedis()
+    batcher = PipelineBatcher(timeout=1.0)
+    assert await batcher.execute_one(redis, ("GET", "a")) == b"a"
+    assert await batcher.execute_one(redis, ("GET", "b")) == b"b"
+    assert redis.senders == [asyncio.current_task()] * 2
+    assert batcher.pipelines == 2 and not batcher._tasks
+    await batcher.aclose()
+
+
+async def test_reads_arriving_meanwhile_share_the_next_pipeline() -> None:
+    redis: Any = _EchoRedis()
+    redis.gate.clear()
+    batcher = PipelineBatcher(timeout=5.0)
+    first = asyncio.create_task(batcher.execute_one(redis, ("GET", "first")))
+    await asyncio.sleep(0)  # sent, waiting for its reply
+    rest = [asyncio.create_task(batcher.execute_one(redis, ("GET", f"k{i}"))) for i in range(20)]
+    await asyncio.sleep(0.01)
+    assert [len(p) for p in redis.sent] == [1, 20]  # one pipeline for all twenty
+    redis.gate.set()
+    assert await first == b"first"
+    assert await asyncio.gather(*rest) == [f"k{i}".encode() for i in range(20)]
+    assert batcher.pipelines == 2
+    await batcher.aclose()
+
+
+async def test_cancelling_one_caller_of_a_shared_batch_leaves_the_others_their_replies() -> None:
+    """Three callers in one pipeline, the middle one cancelled while the reply is on its way:
+    the others get exactly their own replies, the cancelled one only its CancelledError, and
+    its commands still ran (a view counted in the same pipeline is not lost)."""
+    redis: Any = _EchoRedis()
+    redis.gate.clear()
+    batcher = PipelineBatcher(timeout=5.0)
+    first = asyncio.create_task(batcher.execute_one(redis, ("GET", "first")))
+    await asyncio.sleep(0)
+    a = asyncio.create_task(batcher.execute(redis, [("GET", "a1"), ("GET", "a2")]))
+    b = asyncio.create_task(batcher.execute(redis, [("GET", "b1"), ("HINCRBY", "v", "f", 1)]))
+    c = asyncio.create_task(batcher.execute_one(redis, ("GET", "c")))
+    await asyncio.sleep(0.01)
+    assert len(redis.sent) == 2 and len(redis.sent[1]) == 5  # a, b and c share a pipeline
+    b.cancel()
+    await asyncio.sleep(0)
+    redis.gate.set()
+    assert await a == [b"a1", b"a2"]
+    assert await c == b"c"
+    with pytest.raises(asyncio.CancelledError):
+        await b
+    assert await first == b"first"
+    assert ("HINCRBY", "v", "f", 1) in redis.sent[1]
+    await batcher.aclose()
+
+
+async def test_a_caller_cancelled_before_its_batch_went_out_still_has_its_commands_sent() -> None:
+    redis: Any = _EchoRedis()
+    redis.gate.clear()
+    batcher = PipelineBatcher(timeout=5.0)
+    first = asyncio.create_task(batcher.execute_one(redis, ("GET", "first")))
+    await asyncio.sleep(0)
+    queued = asyncio.create_task(batcher.execute(redis, [("HINCRBY", "v", "f", 1)]))
+    other = asyncio.create_task(batcher.execute_one(redis, ("GET", "other")))
+    await asyncio.sleep(0)  # both queued; the batch is scheduled, not sent yet
+    queued.cancel()
+    redis.gate.set()
+    assert await other == b"other" and await first == b"first"
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    assert [("HINCRBY", "v", "f", 1), ("GET", "other")] in redis.sent
+    await batcher.aclose()
+
+
+async def test_connection_cut_mid_batch_fails_its_callers_and_is_never_reused() -> None:
+    """A batch of several GETs loses its connection after two replies: every caller of that
+    batch gets the error (sent, so not NotSentError: side commands are not replayed), none
+    gets a reply meant for another, the connection is dropped, and the next reads are
+    answered correctly on a fresh one."""
+    redis: Any = _EchoRedis()
+    redis.gate.clear()
+    redis.cut_after = 2
+    batcher = PipelineBatcher(timeout=5.0)
+    first = asyncio.create_task(batcher.execute_one(redis, ("GET", "first")))
+    await asyncio.sleep(0)
+    batch = [asyncio.create_task(batcher.execute_one(redis, ("GET", f"k{i}"))) for i in range(6)]
+    await asyncio.sleep(0.01)
+    redis.gate.set()
+    res = await asyncio.gather(*batch, return_exceptions=True)
+    assert await first == b"first"  # its own pipeline, one command: not cut
+    assert all(isinstance(r, RedisConnectionError) for r in res), res
+    assert not any(isinstance(r, NotSentError) for r in res)
+    cut = [c for c in redis.conns if c.disconnected]
+    assert len(cut) == 1
+    redis.cut_after = None
+    again = await asyncio.gather(*(batcher.execute_one(redis, ("GET", f"k{i}")) for i in range(6)))
+    assert again == [f"k{i}".encode() for i in range(6)]
+    assert cut[0].read == 2 and not cut[0].queue  # nothing more was read from the cut one
+    await batcher.aclose()
+
+
+async def test_hits_ride_a_few_pipelines(cache: CacheAside, fake: Any) -> None:
+    """300 concurrent hits of distinct keys: each caller its own value, a few round trips."""
+    await cache.set_many([(f"t:v1:h:{i}", i) for i in range(300)], ttl=60, codec=INT)
+    trips = RedisTraffic(fake)
+
+    async def never() -> int:
+        raise AssertionError("warm: never loads")
+
+    got = await asyncio.gather(
+        *(cache.get_or_load(f"t:v1:h:{i}", never, ttl=60, codec=INT) for i in range(300))
+    )
+    assert got == list(range(300))
+    assert trips.count <= 10, trips.count
+    assert all(name == "GET" for name in trips.names)
+
+
+async def test_every_read_path_shares_the_pipelines(cache: CacheAside, fake: Any) -> None:
+    """get_or_load, get_or_load with a side command, get_many and load_many, concurrently."""
+    await cache.set_many([(f"t:v1:h:{i}", i) for i in range(40)], ttl=60, codec=INT)
+    trips = RedisTraffic(fake)
+
+    async def never() -> int:
+        raise AssertionError("warm: never loads")
+
+    side = [SideCommand(("HINCRBY", "t:v1:buf:views", "d", 1))]
+    reads = [
+        *(cache.get_or_load(f"t:v1:h:{i}", never, ttl=60, codec=INT) for i in range(10)),
+        *(
+            cache.get_or_load(f"t:v1:h:{i}", never, ttl=60, codec=INT, also=side)
+            for i in range(10, 20)
+        ),
+        *(cache.get_many([f"t:v1:h:{i}", f"t:v1:h:{i + 1}"], INT) for i in range(20, 30)),
+        *(cache.load_many([Load(f"t:v1:h:{i}", never, INT, 60)]) for i in range(30, 40)),
+    ]
+    got = await asyncio.gather(*reads)
+    assert got[:20] == list(range(20))
+    assert got[20:30] == [[i, i + 1] for i in range(20, 30)]
+    assert got[30:] == [[i] for i in range(30, 40)]
+    assert trips.count <= 4, trips.count
+    assert await fake.hget("t:v1:buf:views", "d") == b"10"
+
+
+async def test_one_cut_pipeline_is_one_breaker_failure(metrics: CacheMetrics) -> None:
+    """Ten reads lose their shared pipeline: each caller falls back to its loader, the error is
+    counted for each, but the breaker sees one failed round trip, not ten (threshold 3)."""
+    redis: Any = _EchoRedis()
+    redis.gate.clear()
+    redis.cut_after = 0
+    cache = CacheAside(redis, metrics=metrics, op_timeout=5.0)
+
+    def loader(i: int) -> Any:
+        async def load() -> int:
+            return i
+
+        return load
+
+    first = asyncio.create_task(cache.send(SideCommand(("HINCRBY", "t:v1:v", "f", 1))))
+    await asyncio.sleep(0)  # a lone pipeline in flight: the reads below queue behind it
+    rest = [
+        asyncio.create_task(cache.get_or_load(f"t:v1:h:{i}", loader(i), ttl=0, codec=INT))
+        for i in range(10)
+    ]
+    await asyncio.sleep(0.01)
+    redis.gate.set()
+    assert await asyncio.gather(*rest) == list(range(10))
+    await first
+    assert metrics.snapshot()["h"]["redis_error"] == 10
+    assert cache.breaker.state == CLOSED
+    await cache.aclose()
+
+
+async def _random_traffic(
+    groups: list[tuple[int, int, bool]], cut: int | None, max_in_flight: int
+) -> None:
+    redis: Any = _EchoRedis()
+    redis.gate.clear()
+    redis.cut_after = cut
+    batcher = PipelineBatcher(timeout=5.0, max_in_flight=max_in_flight)
+    tasks: list[asyncio.Task[Any]] = []
+    expected: list[list[bytes]] = []
+    for g, (size, delay, _) in enumerate(groups):
+        commands = [("GET", f"g{g}:{c}") for c in range(size)]
+        expected.append([str(cmd[1]).encode() for cmd in commands])
+        if size == 1:
+            tasks.append(asyncio.create_task(batcher.execute_one(redis, commands[0])))
+        else:
+            tasks.append(asyncio.create_task(batcher.execute(redis, commands)))
+        for _ in range(delay):
+            await asyncio.sleep(0)
+        if delay == 2:
+            redis.gate.set()  # some replies come while later callers are still arriving
+    for task, (_, _, cancel) in zip(tasks, groups, strict=True):
+        if cancel:
+            task.cancel()
+    redis.gate.set()
+    async with asyncio.timeout(5):  # nobody is left without an answer
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    for result, want, (size, _, cancel) in zip(results, expected, groups, strict=True):
+        if isinstance(result, BaseException):
+            assert cancel or isinstance(result, RedisConnectionError), result
+        else:
+            assert result == (want[0] if size == 1 else want)  # its own replies, in order
+    await batcher.aclose()
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(1, 4), st.integers(0, 3), st.booleans()), min_size=1, max_size=25
+    ),
+    st.one_of(st.none(), st.integers(0, 12)),
+    st.integers(1, 4),
+)
+def test_a_reply_never_reaches_the_wrong_caller(
+    groups: list[tuple[int, int, bool]], cut: int | None, max_in_flight: int
+) -> None:
+    """Any mix of group sizes, arrival ticks, cancellations and a connection cut mid-batch:
+    every caller gets exactly its own replies, or an error (cut) / CancelledError (cancelled)."""
+    asyncio.run(_random_traffic(groups, cut, max_in_flight))
