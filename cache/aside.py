@@ -181,10 +181,12 @@ class CacheAside:
         self._flight = SingleFlight()
         # one background refresh per key in this process (the refreshes' single-flight)
         self._refreshing: dict[str, asyncio.Task[None]] = {}
-        #: GETs in flight, by key: the owner's command tuple (its identity) ...
-        self._gets: dict[str, tuple[str, str]] = {}
+        #: get_or_load calls in flight, by key: the owner's GET command (its identity) ...
+        self._reads: dict[str, tuple[str, str]] = {}
         #: ... and, by id of that tuple, the futures of callers who joined it
-        self._joined: dict[int, list[asyncio.Future[bytes | None]]] = {}
+        self._joined: dict[int, list[asyncio.Future[Any]]] = {}
+        #: what the owner's read amounted to (read right after it returns, see get_or_load)
+        self._outcome = ""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._last_failure: BaseException | None = None
         self._refresh_backoff: dict[str, float] = {}
@@ -299,48 +301,8 @@ class CacheAside:
             await self._side_failed(commands, exc)
 
     async def _get(self, redis: Redis, key: str) -> bytes | None:
-        """GET through the auto-pipeline; concurrent GETs of one key in this process share one.
-
-        The owner's command tuple is the GET's identity (no record allocated per hit); callers
-        arriving while it is in flight get a future of their own each (a cancelled one cancels
-        only itself). ``invalidate`` detaches the key, so later callers start a fresh GET.
-        """
-        gets = self._gets
-        owner = gets.get(key)
-        while owner is not None:
-            fut: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
-            waiting = self._joined.get(id(owner))
-            if waiting is None:
-                self._joined[id(owner)] = [fut]
-            else:
-                waiting.append(fut)
-            with contextlib.suppress(_OwnerGone):
-                return await fut
-            owner = gets.get(key)  # another joiner may have taken over already
-        cmd = ("GET", key)
-        gets[key] = cmd
-        try:
-            data = cast("bytes | None", await self._batcher.execute_one(redis, cmd))
-        except BaseException as exc:
-            if gets.get(key) is cmd:
-                del gets[key]
-            waiting = self._joined.pop(id(cmd), None) if self._joined else None
-            if waiting:
-                shared = exc if isinstance(exc, Exception) else _OwnerGone()
-                for f in waiting:
-                    if not f.done():
-                        f.set_exception(shared)
-                        f.exception()  # retrieved: no noise if that joiner is gone too
-            raise
-        if gets.get(key) is cmd:
-            del gets[key]
-        if self._joined:
-            waiting = self._joined.pop(id(cmd), None)
-            if waiting:
-                for f in waiting:
-                    if not f.done():
-                        f.set_result(data)
-        return data
+        """GET through the auto-pipeline."""
+        return cast("bytes | None", await self._batcher.execute_one(redis, ("GET", key)))
 
     async def _read_with_side(
         self, redis: Redis, cmd: tuple[Any, ...] | None, also: Sequence[SideCommand]
@@ -392,9 +354,89 @@ class CacheAside:
         None means "not found" (the loader returned None); that is cached for
         ``negative_ttl`` seconds when given. ``also`` are extra Redis writes sent in the same
         round trip as the GET.
+
+        Concurrent calls for one key in this process share one read: the first caller's GET
+        (and, on a miss, its load); the others wait for its result, each on a future of its
+        own (a cancelled one cancels only itself). A call with ``also`` has commands of its
+        own to send, so it always reads for itself. ``invalidate`` detaches the key, so a call
+        arriving after it starts afresh.
         """
+        if also:
+            return await self._read(
+                key, loader, ttl, codec, negative_ttl, lock, early_refresh, also
+            )
+        reads = self._reads
+        owner = reads.get(key)
+        while owner is not None:
+            fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            waiting = self._joined.get(id(owner))
+            if waiting is None:
+                self._joined[id(owner)] = [fut]
+            else:
+                waiting.append(fut)
+            with contextlib.suppress(_OwnerGone):
+                return cast("T | None", await fut)
+            owner = reads.get(key)  # the owner was cancelled: another joiner may own it now
+        token = ("GET", key)  # this read's identity, and its GET command
+        reads[key] = token
+        try:
+            value = await self._read(
+                key, loader, ttl, codec, negative_ttl, lock, early_refresh, (), token
+            )
+        except BaseException as exc:
+            if reads.get(key) is token:
+                del reads[key]
+            waiting = self._joined.pop(id(token), None) if self._joined else None
+            if waiting:
+                shared = exc if isinstance(exc, Exception) else _OwnerGone()
+                for f in waiting:
+                    if not f.done():
+                        f.set_exception(shared)
+                        f.exception()  # retrieved: no noise if that joiner is gone too
+            raise
+        # Set by _read just before it returned: no other task ran in between.
+        outcome = self._outcome
+        if reads.get(key) is token:
+            del reads[key]
+        if self._joined:
+            waiting = self._joined.pop(id(token), None)
+            if waiting:
+                for f in waiting:
+                    if not f.done():
+                        f.set_result(value)
+                self._count_joined(key, outcome, len(waiting))
+        return value
+
+    def _count_joined(self, key: str, outcome: str, n: int) -> None:
+        """Each caller that shared a read is a lookup of its own (the hit ratio counts them):
+        a hit (``stale``: a hit served while its refresh is due), a negative hit, or a miss
+        that joined the owner's load; "" when Redis was not asked (down, breaker open)."""
+        ns = namespace_of(key)
+        if outcome == "stale":
+            self.metrics.event(ns, "hit", n)
+            self.metrics.event(ns, "stale_served", n)
+            return
+        if outcome:
+            self.metrics.event(ns, outcome, n)
+        if outcome != "hit" and outcome != "negative_hit":
+            self.metrics.event(ns, "singleflight_joined", n)
+
+    async def _read(
+        self,
+        key: str,
+        loader: Callable[[], Awaitable[T | None]],
+        ttl: Ttl,
+        codec: Codec[T],
+        negative_ttl: float | None,
+        lock: bool,
+        early_refresh: float | None,
+        also: Sequence[SideCommand],
+        cmd: tuple[str, str] | None = None,
+    ) -> T | None:
+        """One read of ``key``: GET (with ``also``), decode, or load. Sets ``_outcome``."""
         redis = self.redis
         use_redis = False
+        outcome = ""
         if redis is None or not self.breaker.allow():
             if also:
                 await self._run_fallbacks(also)
@@ -403,7 +445,7 @@ class CacheAside:
                 if also:
                     data = await self._read_with_side(redis, ("GET", key), also)
                 else:
-                    data = await self._get(redis, key)
+                    data = await self._batcher.execute_one(redis, cmd or ("GET", key))
             except _REDIS_ERRORS as exc:
                 self._redis_failed(namespace_of(key), exc)
                 if also:
@@ -414,17 +456,23 @@ class CacheAside:
                 if data is not None:
                     value = self._open(data, codec, key, ns)
                     if value is NOT_FOUND:
+                        self._outcome = "negative_hit"
                         return None
                     if value is not _UNDECODABLE:
+                        self._outcome = "hit"
                         if early_refresh is not None and self._refresh_due(data, early_refresh):
                             spec = Load(key, loader, codec, ttl, negative_ttl, lock, early_refresh)
                             self._start_refresh(spec, ns)
+                            self._outcome = "stale"
                         return cast("T", value)
                     await self._drop(redis, (key,), ns)
                 self.metrics.event(ns, "miss")
+                outcome = "miss"
                 use_redis = True
         spec = Load(key, loader, codec, ttl, negative_ttl, lock, early_refresh)
-        return await self._load(spec, namespace_of(key), use_redis)
+        loaded = await self._load(spec, namespace_of(key), use_redis)
+        self._outcome = outcome
+        return loaded
 
     async def load_many(
         self, loads: Sequence[Load[Any]], *, also: Sequence[SideCommand] = ()
@@ -790,7 +838,7 @@ class CacheAside:
             return
         for key in keys:
             self._flight.forget(key)
-            self._gets.pop(key, None)
+            self._reads.pop(key, None)
         redis = self._usable()
         if redis is None:
             return

@@ -62,7 +62,76 @@ async def test_concurrent_gets_share_one_round_trip(cache: CacheAside, fake: Any
     )
     assert res == [5] * 50
     assert trips.count == 1
-    assert cache._gets == {}
+    assert cache._reads == {} and cache._joined == {}
+
+
+async def test_callers_sharing_a_read_each_count_as_a_lookup(
+    cache: CacheAside, fake: Any, metrics: CacheMetrics
+) -> None:
+    """Cold: 30 callers share one GET and one load; each is a miss, 29 joined the load.
+    Warm: 30 callers share one GET; each is a hit (the hit ratio counts lookups)."""
+    trips = RedisTraffic(fake)
+    loader = counting_loader(3, delay=0.01)
+    res = await asyncio.gather(
+        *(cache.get_or_load(KEY, loader, ttl=60, codec=INT) for _ in range(30))
+    )
+    assert res == [3] * 30 and loader.calls == 1
+    assert trips.commands.count(("GET", KEY)) == 1
+    assert (ev(metrics, "miss"), ev(metrics, "singleflight_joined"), ev(metrics, "load")) == (
+        30,
+        29,
+        1,
+    )
+    res = await asyncio.gather(
+        *(cache.get_or_load(KEY, loader, ttl=60, codec=INT) for _ in range(30))
+    )
+    assert res == [3] * 30 and trips.commands.count(("GET", KEY)) == 2
+    assert ev(metrics, "hit") == 30 and metrics.hit_ratio("ns") == 0.5
+
+
+async def test_cancelled_owner_of_a_shared_read_leaves_the_others_their_value(
+    cache: CacheAside,
+) -> None:
+    """The caller whose read the others joined is cancelled mid-load: the joiners carry on
+    (they join the load still running) and get the value; the loader ran once."""
+    gate = asyncio.Event()
+
+    async def slow() -> int:
+        slow.calls += 1  # type: ignore[attr-defined]
+        await gate.wait()
+        return 4
+
+    slow.calls = 0  # type: ignore[attr-defined]
+    owner = asyncio.create_task(cache.get_or_load(KEY, slow, ttl=60, codec=INT))
+    await asyncio.sleep(0.01)
+    joiners = [
+        asyncio.create_task(cache.get_or_load(KEY, slow, ttl=60, codec=INT)) for _ in range(5)
+    ]
+    await asyncio.sleep(0.01)
+    owner.cancel()
+    await asyncio.sleep(0.01)
+    gate.set()
+    assert await asyncio.gather(*joiners) == [4] * 5
+    with pytest.raises(asyncio.CancelledError):
+        await owner
+    assert slow.calls == 1  # type: ignore[attr-defined]
+    assert cache._reads == {} and cache._joined == {}
+
+
+async def test_cancelled_joiner_of_a_shared_read_cancels_only_itself(cache: CacheAside) -> None:
+    gate = asyncio.Event()
+
+    async def slow() -> int:
+        await gate.wait()
+        return 6
+
+    tasks = [asyncio.create_task(cache.get_or_load(KEY, slow, ttl=60, codec=INT)) for _ in range(6)]
+    await asyncio.sleep(0.01)
+    tasks[3].cancel()
+    gate.set()
+    res = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(res[3], asyncio.CancelledError)
+    assert res[:3] + res[4:] == [6] * 5
 
 
 async def test_single_flight_on_miss(cache: CacheAside, metrics: CacheMetrics) -> None:
