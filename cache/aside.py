@@ -4,12 +4,13 @@ Read path of ``get_or_load``:
 
 1. One GET. It rides the auto-pipeline (cache/pipelining.py): sent at once from the caller's
    task when nothing else is in flight, in a shared pipeline with every other read when
-   something is, so a hundred concurrent hits cost a few round trips. Concurrent GETs of one key
-   in this process share one command. A hit is decoded and returned: no lock, no PTTL, no second
-   command, no timer of the engine's own (the client's socket timeout bounds the wait). Values
-   are stored in a self-identifying envelope (cache/envelope.py) whose header (kind, expiry,
-   load time) lets negative caching and early refresh work from the GET reply alone; anything
-   that is not such an envelope is a miss that is counted, deleted and reloaded.
+   something is, so a hundred concurrent hits cost a few round trips. Concurrent calls for one
+   key in this process share one read (its GET, and its load on a miss). A hit is decoded and
+   returned: no lock, no PTTL, no second command, no timer of the engine's own (the client's
+   socket timeout bounds the wait). Values are stored in a self-identifying envelope
+   (cache/envelope.py) whose header (kind, expiry, load time) lets negative caching and early
+   refresh work from the GET reply alone; anything that is not such an envelope is a miss that
+   is counted, deleted and reloaded.
 2. Miss: single-flight in this process, then ``SET key:lock token NX PX lease`` across
    processes. The winner loads, and one Lua script writes the value *only if it still holds
    the lock* (an invalidation deletes the lock, so a load that raced a write cannot put the
