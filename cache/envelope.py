@@ -7,7 +7,7 @@ older schema or by another program must be recognised as "not ours" (a decode er
 deleted, reloaded), never mistaken for a marker. The first format used a bare kind byte, so
 any value of 13 bytes or more that started with ``N`` read as "not found", for good.
 
-Layout (16-byte header, then the payload)::
+Layout (15-byte header, then the payload)::
 
     0xC1 0x01 | kind (1) | hard expiry, unix ms (8) | load time, ms (4) | payload
 

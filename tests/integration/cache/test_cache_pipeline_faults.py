@@ -22,7 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from cache import CacheAside, CacheMetrics, CircuitBreaker, Codec, SideCommand, create_redis
 from cache.breaker import OPEN
-from cache.pipelining import NotSentError, PipelineBatcher, _hiredis_reader
+from cache.pipelining import NotSentError, PipelineBatcher, _direct_writer, _hiredis_reader
 from devtools.traffic import RedisTraffic
 
 TEXT = Codec(str)
@@ -66,7 +66,9 @@ async def test_concurrent_hits_ride_shared_pipelines(redis_url: str, keys: list[
     cache = engine(client)
     try:
         conn = await client.connection_pool.get_connection()
-        assert _hiredis_reader(conn) is not None  # the buffered-reply path is the one tested
+        # the paths tested: replies taken from the reader's buffer, small writes put directly
+        assert _hiredis_reader(conn) is not None
+        assert _direct_writer(conn, [b"GET k"]) is not None
         await client.connection_pool.release(conn)
         trips = RedisTraffic(client)
         callers = [keys[i % N] for i in range(500)]
