@@ -259,10 +259,11 @@ async def _concurrent(impl: Impl, start: int, n_ops: int) -> None:
     per = max(1, n_ops // callers // impl.batch)
 
     async def caller(c: int) -> None:
-        base = start + c * per * impl.batch
+        # step j of caller c reads key start + (j * callers + c) * batch: the callers in flight
+        # at one time read distinct keys (only the "one hot key" row shares one on purpose)
         for j in range(per):
             t0 = clock()
-            await op(base + j * impl.batch)
+            await op(start + (j * callers + c) * impl.batch)
             out.append(clock() - t0)
 
     trips0 = impl.pipelines() if impl.pipelines else 0
@@ -274,7 +275,12 @@ async def _concurrent(impl: Impl, start: int, n_ops: int) -> None:
         impl.trips += impl.pipelines() - trips0
 
 
-async def _warm(url: str, prefix: str, n_seq: int, n_conc: int, rounds: int) -> dict[str, Any]:
+async def _warm(
+    url: str, prefix: str, n_seq: int, n_conc: int, seq_chunk: int = 500, conc_chunk: int = 10_000
+) -> dict[str, Any]:
+    """``n_seq`` sequential and ``n_conc`` concurrent reads per implementation, in chunks that
+    take turns (forward order, then reversed): a burst of noise from a neighbour lands on every
+    implementation alike instead of on whichever ran at that moment."""
     closers: list[Callable[[], Awaitable[Any]]] = []
     try:
         impls = await _peers(url, prefix, closers)
@@ -285,14 +291,16 @@ async def _warm(url: str, prefix: str, n_seq: int, n_conc: int, rounds: int) -> 
                 await _concurrent(impl, 0, 2000)
             impl.lat = {"seq": [], "c100": []}
             impl.wall, impl.ops, impl.trips = 0.0, 0, 0
-        for r in range(rounds):
-            order = impls if r % 2 == 0 else list(reversed(impls))
-            for impl in order:
+        seq_rounds = max(2, n_seq // seq_chunk)
+        for r in range(seq_rounds):
+            for impl in impls if r % 2 == 0 else reversed(impls):
                 if not impl.concurrent_only:
-                    await _sequential(impl, r * n_seq, n_seq // rounds)
-            for impl in order:
+                    await _sequential(impl, r * seq_chunk, n_seq // seq_rounds)
+        conc_rounds = max(2, n_conc // conc_chunk)
+        for r in range(conc_rounds):
+            for impl in impls if r % 2 == 0 else reversed(impls):
                 if not impl.sequential_only:
-                    await _concurrent(impl, r * n_conc, n_conc // rounds)
+                    await _concurrent(impl, r * conc_chunk, n_conc // conc_rounds)
     finally:
         for close in reversed(closers):
             with contextlib.suppress(Exception):
@@ -554,15 +562,15 @@ async def run(
         info = await probe.info("server")
         redis_version = str(info.get("redis_version") or info.get("valkey_version") or "?")
         if smoke:
-            warm = await _warm(redis_url, prefix, 400, 2000, 2)
+            warm = await _warm(redis_url, prefix, 400, 2000, 200, 1000)
             stampede = await _stampede(redis_url, prefix, 2, 0)
             failures = {}
         elif quick:
-            warm = await _warm(redis_url, prefix, 2000, 4000, 2)
+            warm = await _warm(redis_url, prefix, 2000, 4000, 500, 2000)
             stampede = await _stampede(redis_url, prefix, 2, 1)
             failures = await _failures(prefix, 5, 3.0)
         else:
-            warm = await _warm(redis_url, prefix, 24_000, 120_000, 6)
+            warm = await _warm(redis_url, prefix, 24_000, 120_000)
             stampede = await _stampede(redis_url, prefix, 6, 2)
             failures = await _failures(prefix, 20, 10.0)
     finally:
