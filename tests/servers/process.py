@@ -29,7 +29,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 HOST = "127.0.0.1"
 #: How long a server may take to become ready; generous because the machine is shared.
@@ -295,19 +297,15 @@ class ServerProcess:
         self._signal_group(signal.SIGCONT)
 
 
-def start_with_port_retry(
-    start: Callable[[], Any], *, attempts: int = 3, on_retry: Callable[[], None] | None = None
-) -> Any:
-    """Call ``start()``; when it raises PortInUse (a port we chose was taken meanwhile), call
-    ``on_retry()`` (choose new ports) and try again, ``attempts`` times in all."""
+def start_with_port_retry(start: Callable[[], T], *, attempts: int = 3) -> T:
+    """Call ``start()`` (which chooses its ports afresh each time); when it raises PortInUse
+    (a port we chose was taken meanwhile), try again, ``attempts`` times in all."""
     for attempt in range(attempts):
         try:
             return start()
         except PortInUse:
             if attempt == attempts - 1:
                 raise
-            if on_retry is not None:
-                on_retry()
     raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import socket
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,7 +174,7 @@ def start_redis_node(
     args: Sequence[str] = (),
     role: str = "node",
     extra_ports: int = 0,
-    args_for_ports: Any = None,
+    args_for_ports: Callable[[int, list[int]], Sequence[str]] | None = None,
 ) -> RedisNode:
     """Start one data node on a free port, ``args`` appended to the base command line.
 
@@ -195,8 +195,7 @@ def start_redis_node(
         node.start()
         return node
 
-    result: RedisNode = start_with_port_retry(attempt)
-    return result
+    return start_with_port_retry(attempt)
 
 
 # --- Cluster -----------------------------------------------------------------------------------
@@ -715,5 +714,4 @@ def _start_sentinel(
         node.start()
         return node
 
-    result: RedisNode = start_with_port_retry(attempt)
-    return result
+    return start_with_port_retry(attempt)
