@@ -25,6 +25,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from cache.client import parse_redis_url
 from db.types import Lang
 
 SECRETS_DIR = Path("/run/secrets")
@@ -79,6 +80,9 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(10, ge=0, le=200)
     db_pool_recycle: int = Field(3600, ge=30)
     db_pool_timeout: float = Field(10.0, gt=0)
+    #: DATABASE_URL points at PgBouncer in transaction pooling: no prepared-statement caches,
+    #: unique statement names, migrations in one transaction (db/engine.py, db/migrate.py)
+    db_pgbouncer: bool = False
     redis_socket_timeout: float = Field(0.25, gt=0, le=5)
     redis_max_connections: int = Field(50, ge=2)
     cache_prefix: str = Field("horo", pattern=r"^[A-Za-z0-9_-]{1,32}$")
@@ -179,9 +183,16 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _check_redis_url(cls, value: str | None) -> str | None:
+        """One server (redis://, rediss://, unix://) or Sentinel (redis+sentinel://h:26379,
+        h2:26379/mymaster/0); forms and options in cache/client.py."""
         if value is None or value == "":
             return None
-        return _check_url(value, ("redis", "rediss", "unix"), "Redis")
+        if parse_redis_url(value).kind == "cluster":
+            raise ValueError(
+                "Redis Cluster is not supported by the cache engine yet "
+                "(use redis:// or redis+sentinel://)"
+            )
+        return value
 
     @field_validator("telegram_api_url", "llm_base_url")
     @classmethod

@@ -2,6 +2,12 @@
 
 A Postgres advisory lock serialises concurrent starters: the first migrates, the others wait for
 the lock and then find nothing left to do.
+
+Behind PgBouncer in transaction pooling (``pgbouncer=True``, from DB_PGBOUNCER) a session-level
+lock cannot work: it would be taken on one server connection and released on another, or
+never, and block the next start for good. There the lock is transaction-level and every
+migration runs inside that one transaction (Postgres DDL is transactional), so all of it stays
+on one server connection; statements are not cached (db.engine.pgbouncer_connect_args).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import migrations
+from db.engine import pgbouncer_connect_args
 
 log = structlog.get_logger(__name__)
 
@@ -40,11 +47,23 @@ def _run(connection: Connection, step: Callable[[Config, str], None], revision: 
     step(cfg, revision)
 
 
-async def _migrate(url: str, step: Callable[[Config, str], None], revision: str) -> None:
+async def _migrate(
+    url: str, step: Callable[[Config, str], None], revision: str, *, pgbouncer: bool = False
+) -> None:
     """Run one Alembic command on one connection, holding the migration advisory lock."""
-    engine = create_async_engine(url)
+    engine = create_async_engine(url, connect_args=pgbouncer_connect_args() if pgbouncer else {})
     try:
         async with engine.connect() as connection:
+            if pgbouncer:
+                # Alembic sees the transaction already open and runs every migration in it.
+                async with connection.begin():
+                    await connection.execute(
+                        text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID}
+                    )
+                    log.info("migrations_started", command=step.__name__, target=revision)
+                    await connection.run_sync(_run, step, revision)
+                log.info("migrations_done", command=step.__name__, target=revision)
+                return
             await connection.execute(
                 text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID}
             )
@@ -63,9 +82,9 @@ async def _migrate(url: str, step: Callable[[Config, str], None], revision: str)
         await engine.dispose()
 
 
-async def upgrade(url: str, revision: str = "head") -> None:
-    await _migrate(url, command.upgrade, revision)
+async def upgrade(url: str, revision: str = "head", *, pgbouncer: bool = False) -> None:
+    await _migrate(url, command.upgrade, revision, pgbouncer=pgbouncer)
 
 
-async def downgrade(url: str, revision: str = "base") -> None:
-    await _migrate(url, command.downgrade, revision)
+async def downgrade(url: str, revision: str = "base", *, pgbouncer: bool = False) -> None:
+    await _migrate(url, command.downgrade, revision, pgbouncer=pgbouncer)

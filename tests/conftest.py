@@ -25,6 +25,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from db.engine import create_engine, create_session_factory
 from db.testing import temporary_database
 
+# Real-server topologies (cluster, sentinel, pgbouncer, load balancer, fault proxy, fake LLM).
+pytest_plugins = ["tests.servers.fixtures"]
+
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = ("users", "image_assets", "horoscopes", "horoscope_views", "applied_batches")
 

@@ -87,13 +87,14 @@ async def open_stores(
         if settings.run_migrations if migrate is None else migrate:
             from db.migrate import upgrade
 
-            await upgrade(database_url)
+            await upgrade(database_url, pgbouncer=settings.db_pgbouncer)
         engine = create_engine(
             database_url,
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
             pool_recycle=settings.db_pool_recycle,
             pool_timeout=settings.db_pool_timeout,
+            pgbouncer=settings.db_pgbouncer,
         )
         redis = create_redis(
             redis_url,

@@ -16,6 +16,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in (
         "BOT_TOKEN", "BOT_TOKEN_FILE", "DATABASE_URL", "REDIS_URL", "ADMIN_IDS", "BOT_TIMEZONE",
         "DEFAULT_LANG", "POSTGRES_PASSWORD", "POSTGRES_PASSWORD_FILE", "LOG_LEVEL",
+        "DB_PGBOUNCER",
     ):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)  # no stray .env
@@ -39,6 +40,9 @@ def test_defaults() -> None:
         ("BOT_TIMEZONE", "Mars/Olympus", "BOT_TIMEZONE: unknown time zone 'Mars/Olympus'"),
         ("DATABASE_URL", "nonsense", "DATABASE_URL: not a PostgreSQL URL"),
         ("REDIS_URL", "http://x", "REDIS_URL: not a Redis URL"),
+        ("REDIS_URL", "redis+sentinel://:pw@s1:26379/", "REDIS_URL: a sentinel URL ends in"),
+        ("REDIS_URL", "redis-cluster://n1:7000", "REDIS_URL: Redis Cluster is not supported"),
+        ("DB_PGBOUNCER", "perhaps", "DB_PGBOUNCER:"),
         ("ADMIN_IDS", "1, two", "ADMIN_IDS: not a numeric Telegram id: 'two'"),
         ("TELEGRAM_API_URL", "ftp://x", "TELEGRAM_API_URL: not a HTTP URL"),
         ("METRICS_ADDR", "nohost", "METRICS_ADDR: not host:port"),
@@ -54,6 +58,24 @@ def test_bad_value_is_one_line_naming_the_variable(
     message = str(info.value)
     assert expected in message
     assert "\n" not in message
+
+
+def test_sentinel_redis_url_and_pgbouncer_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = "redis+sentinel://:pw@s1:26379,s2:26379/mymaster/0"
+    monkeypatch.setenv("REDIS_URL", url)
+    monkeypatch.setenv("DB_PGBOUNCER", "true")
+    s = load_settings()
+    assert s.redis_url == url
+    assert s.db_pgbouncer is True
+    assert load_settings(db_pgbouncer=False).db_pgbouncer is False
+
+
+def test_malformed_redis_url_error_hides_the_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis+sentinel://:hunter2@s1:port/mymaster")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert str(info.value).startswith("configuration error: REDIS_URL: ")
+    assert "hunter2" not in str(info.value)
 
 
 def test_admin_ids_and_urls(monkeypatch: pytest.MonkeyPatch) -> None:

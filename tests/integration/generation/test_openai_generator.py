@@ -1,4 +1,5 @@
-"""OpenAIGenerator against a local fake OpenAI-compatible server (aiohttp, 127.0.0.1, port 0).
+"""OpenAIGenerator against the fake OpenAI-compatible server (tests/servers/fake_llm.py, the
+``fake_llm`` fixture).
 
 Each test scripts the server's answers request by request ("500", then "ok", ...) and checks what
 the generator made of them: retries where a retry can help, none where it cannot, clean text and
@@ -8,152 +9,25 @@ key in any log line. Timeouts and backoff are shrunk through the constructor to 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
-from aiohttp import web
 from structlog.testing import capture_logs
 
 from bot.domain.generation import OpenAIGenerator, TemplateGenerator
 from db.types import GeneratedHoroscope, Lang, Sign
+from tests.servers.fake_llm import API_KEY, GOOD_EN, GOOD_RU, FakeLLM
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
-API_KEY = "sk-test-DO-NOT-LEAK-4f1c2b9e"
 DATE = dt.date(2025, 3, 12)
 TIMEOUT = 0.2
-
-GOOD_EN = (
-    "Today: The day opens gently and picks up pace after lunch, so keep the morning for quiet "
-    "tasks.\nLove: A kind word goes further than a grand gesture this evening.\nWork and money: "
-    "A careful plan pays off; check the numbers twice before you sign.\nHealth: Take a walk in "
-    "the evening and go to bed a little earlier.\nLucky number: 7. Lucky colour: emerald."
-)
-GOOD_RU = (
-    "День: Утро начнётся спокойно, а после обеда темп ускорится, поэтому оставьте утро для тихих "
-    "дел.\nЛюбовь: Доброе слово сегодня значит больше громких жестов.\nРабота и деньги: "
-    "Продуманный план окупится; перепроверьте цифры, прежде чем подписывать.\nЗдоровье: "
-    "Прогуляйтесь вечером и ложитесь пораньше.\nСчастливое число: 7. Цвет удачи: изумрудный."
-)
-MARKDOWN_EN = (
-    "## Your horoscope\n\n"
-    "**Today:** The day opens gently and picks up pace after lunch, so keep the morning for "
-    "_quiet_ tasks.\n"
-    "- **Love:** A kind word goes further than a grand gesture this evening.\n"
-    "- *Work and money:* A careful plan pays off; check the `numbers` twice before you sign.\n"
-    "- **Health:** Take a walk in the evening and go to bed a little earlier.\n\n"
-    "---\n**Lucky number:** 7. **Lucky colour:** emerald."
-)
-AI_EN = (
-    "As an AI language model, I cannot actually predict the future, but here is a horoscope. "
-    + GOOD_EN
-)
-
-
-@dataclass
-class FakeLLM:
-    """A chat-completions endpoint that follows a script, one entry per request.
-
-    The last entry repeats. ``requests`` records what arrived (auth header, body, arrival time).
-    """
-
-    script: list[str] = field(default_factory=lambda: ["ok"])
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    release: asyncio.Event = field(default_factory=asyncio.Event)
-    base_url: str = ""
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
-        self.requests.append(
-            {
-                "auth": request.headers.get("Authorization"),
-                "body": body,
-                "at": time.monotonic(),
-            }
-        )
-        mode = self.script[min(len(self.requests), len(self.script)) - 1]
-        if mode == "ok":
-            return web.json_response(completion(GOOD_EN))
-        if mode == "ok_ru":
-            return web.json_response(completion(GOOD_RU))
-        if mode == "markdown":
-            return web.json_response(completion(MARKDOWN_EN))
-        if mode == "ai":
-            return web.json_response(completion(AI_EN))
-        if mode == "truncated":
-            return web.json_response(completion(GOOD_EN, finish_reason="length"))
-        if mode == "no_choices":
-            return web.json_response({"choices": [], "usage": {"prompt_tokens": 1}})
-        if mode == "slow":
-            # Longer than the client's timeout; released at teardown so shutdown is quick.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.release.wait(), timeout=5)
-            return web.json_response(completion(GOOD_EN))
-        if mode == "500":
-            return web.Response(status=500, text="upstream exploded")
-        if mode == "503":
-            return web.Response(status=503, text="overloaded")
-        if mode == "429":
-            return web.json_response(
-                {"error": {"message": "slow down"}}, status=429, headers={"Retry-After": "0.3"}
-            )
-        if mode == "429_long":
-            return web.json_response(
-                {"error": {"message": "quota"}}, status=429, headers={"Retry-After": "3600"}
-            )
-        if mode == "401":
-            return web.json_response({"error": {"message": f"bad key {API_KEY}"}}, status=401)
-        if mode == "garbage":
-            return web.Response(
-                status=200, text='{"choices": [ {"mess', content_type="application/json"
-            )
-        raise AssertionError(f"unknown mode {mode}")
-
-
-def completion(text: str, *, finish_reason: str = "stop") -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-test",
-        "object": "chat.completion",
-        "model": "fake-model-2025",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": finish_reason,
-            }
-        ],
-        "usage": {"prompt_tokens": 123, "completion_tokens": 456, "total_tokens": 579},
-    }
-
-
-@pytest.fixture
-async def fake_llm() -> AsyncIterator[FakeLLM]:
-    fake = FakeLLM()
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", fake.handle)
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    fake.base_url = f"http://{host}:{port}/v1"
-    try:
-        yield fake
-    finally:
-        fake.release.set()
-        await runner.cleanup()
 
 
 MakeGen = Callable[..., OpenAIGenerator]
