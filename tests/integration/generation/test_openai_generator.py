@@ -33,26 +33,28 @@ DATE = dt.date(2025, 3, 12)
 TIMEOUT = 0.2
 
 GOOD_EN = (
-    "Today: The day opens gently and picks up pace after lunch, so keep the morning for quiet "
-    "tasks.\nLove: A kind word goes further than a grand gesture this evening.\nWork and money: "
+    "Overall: The day opens gently and picks up pace after lunch, so keep the morning for quiet "
+    "tasks.\nLove: A kind word goes further than a grand gesture in the evening.\nWork and money: "
     "A careful plan pays off; check the numbers twice before you sign.\nHealth: Take a walk in "
     "the evening and go to bed a little earlier.\nLucky number: 7. Lucky colour: emerald."
 )
 GOOD_RU = (
-    "День: Утро начнётся спокойно, а после обеда темп ускорится, поэтому оставьте утро для тихих "
-    "дел.\nЛюбовь: Доброе слово сегодня значит больше громких жестов.\nРабота и деньги: "
+    "В целом: Утро начнётся спокойно, а после обеда темп ускорится, поэтому оставьте утро для "
+    "тихих дел.\nЛюбовь: Доброе слово значит больше громких жестов.\nРабота и деньги: "
     "Продуманный план окупится; перепроверьте цифры, прежде чем подписывать.\nЗдоровье: "
     "Прогуляйтесь вечером и ложитесь пораньше.\nСчастливое число: 7. Цвет удачи: изумрудный."
 )
 MARKDOWN_EN = (
     "## Your horoscope\n\n"
-    "**Today:** The day opens gently and picks up pace after lunch, so keep the morning for "
+    "**Overall:** The day opens gently and picks up pace after lunch, so keep the morning for "
     "_quiet_ tasks.\n"
-    "- **Love:** A kind word goes further than a grand gesture this evening.\n"
+    "- **Love:** A kind word goes further than a grand gesture in the evening.\n"
     "- *Work and money:* A careful plan pays off; check the `numbers` twice before you sign.\n"
     "- **Health:** Take a walk in the evening and go to bed a little earlier.\n\n"
     "---\n**Lucky number:** 7. **Lucky colour:** emerald."
 )
+# A good answer that says "today": wrong when the stored text is read the day before.
+TODAY_EN = GOOD_EN.replace("The day opens gently", "Today opens gently")
 AI_EN = (
     "As an AI language model, I cannot actually predict the future, but here is a horoscope. "
     + GOOD_EN
@@ -92,6 +94,8 @@ class FakeLLM:
             return web.json_response(completion(MARKDOWN_EN))
         if mode == "ai":
             return web.json_response(completion(AI_EN))
+        if mode == "today":
+            return web.json_response(completion(TODAY_EN))
         if mode == "truncated":
             return web.json_response(completion(GOOD_EN, finish_reason="length"))
         if mode == "no_choices":
@@ -218,6 +222,9 @@ async def test_success_records_tokens_and_sends_a_proper_request(
     assert "Leo" in body["messages"][1]["content"]
     assert "12 March 2025" in body["messages"][1]["content"]
     assert "400 to 800 characters" in body["messages"][1]["content"]
+    # Stored per date and read on two days: no relative day, the weekday when one is needed.
+    assert 'never write "today", "tomorrow"' in body["messages"][1]["content"]
+    assert 'say "on Wednesday"' in body["messages"][1]["content"]
 
 
 async def test_russian_prompt_and_answer(fake_llm: FakeLLM, make_gen: MakeGen) -> None:
@@ -229,6 +236,8 @@ async def test_russian_prompt_and_answer(fake_llm: FakeLLM, make_gen: MakeGen) -
     assert "Овен" in user_prompt
     assert "12 марта 2025 года" in user_prompt
     assert "от 400 до 800 символов" in user_prompt
+    assert "не пиши «сегодня», «завтра»" in user_prompt
+    assert "пиши «в среду»" in user_prompt
     assert "по-русски" in fake_llm.requests[0]["body"]["messages"][0]["content"]
 
 
@@ -238,7 +247,7 @@ async def test_markdown_is_stripped(fake_llm: FakeLLM, make_gen: MakeGen) -> Non
     assert not result.is_fallback
     for marker in ("**", "##", "`", "_", "- ", "---", "*"):
         assert marker not in result.text
-    assert result.text.startswith("Your horoscope\n\nToday: The day opens gently")
+    assert result.text.startswith("Your horoscope\n\nOverall: The day opens gently")
     assert "\nLove: A kind word" in result.text
     assert "check the numbers twice" in result.text
     assert "keep the morning for quiet tasks" in result.text
@@ -345,6 +354,7 @@ async def test_connection_refused_is_retried_then_falls_back(make_gen: MakeGen) 
         ("garbage", "invalid_response"),
         ("no_choices", "invalid_response"),
         ("ai", "refusal"),
+        ("today", "relative_day"),
         ("truncated", "truncated"),
     ],
 )
