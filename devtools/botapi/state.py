@@ -424,16 +424,23 @@ class BotAPIState:
         self._emit("update_queued", bot_id=bot.id, update=update)
         return update
 
-    def send_text(self, user_id: int, text: str, *, bot_id: int | None = None) -> dict[str, Any]:
+    def send_text(
+        self, user_id: int, text: str, *, bot_id: int | None = None, reply_to: int | None = None
+    ) -> dict[str, Any]:
         """The user writes ``text`` to the bot; returns the queued Update (``["message"]``).
 
         Commands get ``bot_command`` entities like Telegram adds them. Writing to a bot
-        implies having started and unblocked it.
+        implies having started and unblocked it. ``reply_to``: the message (of this chat) the
+        user replies to; the update carries it as ``reply_to_message``, as Telegram does.
         """
         bot, user = self.bot(bot_id), self._ensure_user(user_id)
         if bot.id in user.blocked_by:
             self.unblock(user_id, bot_id=bot.id)
         user.started = True
+        if reply_to is not None:
+            target = self.message(user.id, reply_to, bot_id=bot.id)
+            if target is None or target.deleted:
+                raise ValueError(f"no message {reply_to} in the chat of user {user_id}")
         entities = []
         for m in COMMAND_RE.finditer(text):
             entities.append(
@@ -443,7 +450,14 @@ class BotAPIState:
                     "length": utf16_len(m.group(0)),
                 }
             )
-        msg = self._new_message(bot, user, outgoing=False, text=text, entities=entities or None)
+        msg = self._new_message(
+            bot,
+            user,
+            outgoing=False,
+            text=text,
+            entities=entities or None,
+            reply_to_message_id=reply_to,
+        )
         payload = self.message_to_api(msg)
         msg.raw_user_message = payload
         self._emit("user_message", bot_id=bot.id, chat_id=user.id, message=payload)

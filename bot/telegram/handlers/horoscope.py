@@ -49,12 +49,12 @@ async def _show(message: Message, bot: Bot, app: AppContext, user: UserData, day
     await app.horoscopes.send(bot, message.chat.id, user, user.zodiac_sign, day)
 
 
-@router.message(Command("today"))
+@router.message(Command("today", ignore_case=True))
 async def today(message: Message, bot: Bot, app: AppContext, user: UserData) -> None:
     await _show(message, bot, app, user, Day.TODAY)
 
 
-@router.message(Command("tomorrow"))
+@router.message(Command("tomorrow", ignore_case=True))
 async def tomorrow(message: Message, bot: Bot, app: AppContext, user: UserData) -> None:
     await _show(message, bot, app, user, Day.TOMORROW)
 

@@ -1,21 +1,25 @@
 """/settings and its buttons, /timezone, /hour, /lang, and a typed IANA zone name.
 
 No FSM: "send me your zone" would need a state round trip to storage on every message. A zone
-is either a button, ``/timezone Europe/Berlin``, or any plain message that is a valid IANA name
-(nobody types "Asia/Tbilisi" by accident).
+is either a button, ``/timezone Europe/Berlin``, or a plain message read as a zone:
+- a valid IANA name anywhere (nobody types "Asia/Tbilisi" by accident);
+- a text shaped like one ("Mars/Olympus"): meant as a zone, so it gets the zone error;
+- any text that replies to the bot's question for a zone: the reply is what says the bot asked
+  (a city name works there too: "Moscow"). The zone error asks again with ForceReply, so the
+  next thing the person types is such a reply without them having to choose "Reply".
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiogram import Bot, F
 from aiogram.filters import Command, CommandObject
-from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
+from aiogram.types import CallbackQuery, ForceReply, InlineKeyboardMarkup, Message
 
-from bot.domain.clock import local_now, parse_zone
+from bot.domain.clock import local_now, looks_like_zone, parse_zone, zone_for_place
 from bot.telegram.api import is_harmless, is_not_modified, with_retry
 from bot.telegram.callbacks import MenuAction, MenuCB, SetCB, Setting
 from bot.telegram.handlers.common import (
@@ -27,7 +31,7 @@ from bot.telegram.handlers.common import (
     user_zone,
 )
 from bot.telegram.keyboards import settings_keyboard, timezone_keyboard
-from bot.telegram.texts import TEXTS, Texts, escape, texts
+from bot.telegram.texts import TEXTS, Texts, escape, is_zone_question, texts
 from db.repositories import Repositories, UserData
 from db.types import Lang
 
@@ -68,7 +72,7 @@ async def _edit(
     await with_retry(lambda: bot.send_message(chat_id, text, reply_markup=markup), what="settings")
 
 
-@router.message(Command("settings"))
+@router.message(Command("settings", ignore_case=True))
 async def settings_command(message: Message, app: AppContext, user: UserData) -> None:
     text, markup = settings_view(app, user)
     await with_retry(lambda: message.answer(text, reply_markup=markup), what="settings")
@@ -175,7 +179,7 @@ async def change_setting(
     await answer_callback(query, note[:200] if note else None)
 
 
-@router.message(Command("timezone", "tz"))
+@router.message(Command("timezone", "tz", ignore_case=True))
 async def timezone_command(
     message: Message,
     command: CommandObject,
@@ -193,25 +197,61 @@ async def timezone_command(
         return
     zone = parse_zone(value)
     if zone is None:
-        text = t.tz_unknown.format(value=escape(value[:64]))
-        await with_retry(lambda: message.answer(text), what="tz_unknown")
+        await _reply_zone_unknown(message, t, value)
         return
     await _reply_zone_saved(message, app, repos, uow, user, zone)
 
 
-@router.message(F.text.func(parse_zone).as_("zone"))
+async def _reply_zone_unknown(message: Message, t: Texts, value: str) -> None:
+    """The zone error, which asks again: ForceReply makes the next text a reply to it."""
+    text = t.tz_unknown.format(value=escape(value[:64]))
+    markup = ForceReply(input_field_placeholder=t.tz_placeholder)
+    await with_retry(lambda: message.answer(text, reply_markup=markup), what="tz_unknown")
+
+
+def _answers_zone_question(message: Message, bot_id: int) -> bool:
+    asked = message.reply_to_message
+    return (
+        asked is not None
+        and asked.from_user is not None
+        and asked.from_user.id == bot_id
+        and is_zone_question(asked.text)
+    )
+
+
+def zone_answer(message: Message, bot: Bot) -> dict[str, Any] | bool:
+    """Filter: a message read as a zone (see the module docstring); ``zone`` is None when it
+    names none. Commands are never zone answers."""
+    text = (message.text or "").strip()
+    if not text or text.startswith("/"):
+        return False
+    zone = parse_zone(text)
+    if zone is not None:
+        return {"zone": zone}
+    if _answers_zone_question(message, bot.id):
+        return {"zone": zone_for_place(text)}
+    if looks_like_zone(text):
+        return {"zone": None}
+    return False
+
+
+@router.message(zone_answer)
 async def typed_zone(
     message: Message,
-    zone: str,
+    zone: str | None,
     app: AppContext,
     repos: Repositories,
     user: UserData,
+    t: Texts,
     uow: UnitOfWork,
 ) -> None:
+    if zone is None:
+        await _reply_zone_unknown(message, t, (message.text or "").strip())
+        return
     await _reply_zone_saved(message, app, repos, uow, user, zone)
 
 
-@router.message(Command("hour"))
+@router.message(Command("hour", ignore_case=True))
 async def hour_command(
     message: Message,
     command: CommandObject,
@@ -231,7 +271,7 @@ async def hour_command(
     await with_retry(lambda: message.answer(text), what="hour_saved")
 
 
-@router.message(Command("lang", "language"))
+@router.message(Command("lang", "language", ignore_case=True))
 async def lang_command(
     message: Message,
     command: CommandObject,

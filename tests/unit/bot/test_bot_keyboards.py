@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.domain.clock import parse_zone
+from bot.domain.clock import looks_like_zone, parse_zone, zone_for_place
 from bot.telegram.callbacks import Day, DayCB, MenuAction, MenuCB, SetCB, Setting, SignCB
 from bot.telegram.keyboards import (
     COMMON_ZONES,
@@ -89,3 +89,43 @@ def test_garbage_callback_data_does_not_unpack(data: str) -> None:
 )
 def test_parse_zone(text: str, expected: str | None) -> None:
     assert parse_zone(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Mars/Olympus", True),
+        ("Europe/Berlin", True),
+        ("america/argentina/buenos_aires", True),
+        ("Etc/GMT+3", True),
+        ("hello world", False),
+        ("Moscow", False),
+        ("1/2", False),
+        ("https://example.com", False),
+        ("../../etc/passwd", False),
+        ("a/b", False),
+        ("", False),
+    ],
+)
+def test_looks_like_zone(text: str, expected: bool) -> None:
+    """Shaped like an IANA name: meant as a zone, so a wrong one gets the zone error."""
+    assert looks_like_zone(text) is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Moscow", "Europe/Moscow"),
+        ("new york", "America/New_York"),
+        ("New_York", "America/New_York"),
+        ("  tbilisi ", "Asia/Tbilisi"),
+        ("europe/berlin", "Europe/Berlin"),
+        ("utc", "UTC"),
+        ("Atlantis", None),
+        ("Pacific", None),
+        ("", None),
+    ],
+)
+def test_zone_for_place(text: str, expected: str | None) -> None:
+    """A city answers the bot's question for a zone (only there: see parse_zone)."""
+    assert zone_for_place(text) == expected
