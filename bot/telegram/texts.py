@@ -32,6 +32,7 @@ __all__ = [
     "is_zone_question",
     "texts",
     "visible_header",
+    "visible_text",
 ]
 
 #: Telegram limits, in characters of the text after entity parsing.
@@ -349,6 +350,11 @@ def _header_and_visible_len(
     word, lang): a handful of distinct values a day, built once instead of per update."""
     header = horoscope_header(sign, date, day_word, lang)
     return header, len(html.unescape(_strip_tags(header)))
+
+
+def visible_text(markup: str) -> str:
+    """Our HTML as Telegram shows (and sends back) the message: tags gone, entities decoded."""
+    return html.unescape(_strip_tags(markup))
 
 
 def _strip_tags(markup: str) -> str:

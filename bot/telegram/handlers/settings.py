@@ -28,6 +28,7 @@ from bot.telegram.handlers.common import (
     answer_callback,
     chat_id_of,
     push_note,
+    shows,
     user_zone,
 )
 from bot.telegram.keyboards import settings_keyboard, timezone_keyboard
@@ -57,19 +58,26 @@ def settings_view(app: AppContext, user: UserData) -> tuple[str, InlineKeyboardM
 
 async def _edit(
     bot: Bot, chat_id: int, message: Message | None, text: str, markup: InlineKeyboardMarkup
-) -> None:
+) -> bool:
     """Show a settings view in place of a text message, or as a new message under a picture
-    (a caption is not the place for settings) or when the old message is gone."""
+    (a caption is not the place for settings) or when the old message is gone.
+
+    False when the message shows this view already: nothing is sent (Telegram would refuse
+    the edit as "not modified"), and the caller answers the button quietly.
+    """
     if message is not None and message.text is not None:
+        if shows(message, text, markup):
+            return False
         try:
             await with_retry(lambda: message.edit_text(text, reply_markup=markup), what="settings")
-            return
+            return True
         except Exception as exc:
             if not is_harmless(exc):
                 raise
-            if is_not_modified(exc):
-                return
+            if is_not_modified(exc):  # changed between the press and now: shown all the same
+                return False
     await with_retry(lambda: bot.send_message(chat_id, text, reply_markup=markup), what="settings")
+    return True
 
 
 @router.message(Command("settings", ignore_case=True))
@@ -116,9 +124,11 @@ def _zone_saved(app: AppContext, user: UserData) -> str:
 async def _save_zone(
     app: AppContext, repos: Repositories, uow: UnitOfWork, user: UserData, zone: str
 ) -> tuple[UserData, str]:
-    """Write and commit the zone; the updated user and the "saved, it is HH:MM there" note."""
-    user = await repos.users.set_timezone(user.id, zone)
-    await uow.commit()
+    """Write and commit the zone (unless it is the user's already); the user and the "saved,
+    it is HH:MM there" note."""
+    if user.timezone != zone:
+        user = await repos.users.set_timezone(user.id, zone)
+        await uow.commit()
     return user, _zone_saved(app, user)
 
 
@@ -145,6 +155,8 @@ async def change_setting(
     t: Texts,
     uow: UnitOfWork,
 ) -> None:
+    """Set what the button says (its value: a language, a zone, push on/off, an hour), then
+    show the settings. Pressing what is already set changes nothing and sends nothing."""
     setting, value = callback_data.setting, callback_data.value
     note: str | None = None
     if setting is Setting.LANG:
@@ -152,19 +164,22 @@ async def change_setting(
         if lang is None or lang not in app.settings.enabled_langs:
             await answer_callback(query, t.unknown_button)
             return
-        user = await repos.users.set_lang(user.id, lang)
-        await uow.commit()
+        if user.lang is not lang:
+            user = await repos.users.set_lang(user.id, lang)
+            await uow.commit()
         note = TEXTS[lang].lang_saved
     elif setting is Setting.PUSH:
-        user = await repos.users.set_push(user.id, value == "1")
-        await uow.commit()
+        if user.push_enabled is not (value == "1"):
+            user = await repos.users.set_push(user.id, value == "1")
+            await uow.commit()
     elif setting is Setting.HOUR:
         hour = _hour(value)
         if hour is None:
             await answer_callback(query, t.unknown_button)
             return
-        user = await repos.users.set_push(user.id, True, dt.time(hour))
-        await uow.commit()
+        if not user.push_enabled or user.push_time != dt.time(hour):
+            user = await repos.users.set_push(user.id, True, dt.time(hour))
+            await uow.commit()
     elif setting is Setting.TZ:
         zone = parse_zone(value)
         if zone is None:
@@ -175,8 +190,8 @@ async def change_setting(
         # set_push leaves the language alone: this is ``t``'s language, as before.
         note = push_note(texts(app.horoscopes.lang_for(user)), user, user_zone(app, user))
     text, markup = settings_view(app, user)
-    await _edit(bot, chat_id_of(query), accessible(query.message), text, markup)
-    await answer_callback(query, note[:200] if note else None)
+    shown = await _edit(bot, chat_id_of(query), accessible(query.message), text, markup)
+    await answer_callback(query, note[:200] if note and shown else None)
 
 
 @router.message(Command("timezone", "tz", ignore_case=True))

@@ -35,7 +35,11 @@ def test_horoscope_keyboard_buttons() -> None:
     assert texts == ["Today", "• Tomorrow", "🔄 Change sign", "🔕 Daily push: off"]
     data = _all_data(kb)
     assert DayCB.unpack(data[0]) == DayCB(day=Day.TODAY, sign=Sign.LEO)
-    assert MenuCB.unpack(data[3]).action is MenuAction.PUSH
+    # The push button says what pressing it does: push is off, so it turns push on.
+    assert MenuCB.unpack(data[3]).action is MenuAction.PUSH_ON
+    on = horoscope_keyboard(Lang.EN, Sign.LEO, Day.TOMORROW, push_enabled=True)
+    assert on.inline_keyboard[-1][0].text == "🔔 Daily push: on"
+    assert MenuCB.unpack(_all_data(on)[3]).action is MenuAction.PUSH_OFF
     # Same inputs, same markup: what makes "not modified" detectable.
     assert kb == horoscope_keyboard(Lang.EN, Sign.LEO, Day.TOMORROW, push_enabled=False)
 
