@@ -633,7 +633,8 @@ class BotAPIState:
         """Both sides of a chat as Message JSON plus ``outgoing``/``deleted``: what a UI renders.
 
         Photos carry ``file_path`` of their largest size so a page can fetch the bytes from
-        ``/file/bot{token}/{file_path}``.
+        ``/file/bot{token}/{file_path}``; a bot message sent with a reply keyboard or ForceReply
+        carries it as ``reply_keyboard`` (not part of Telegram's Message, but what a client shows).
         """
         history = []
         for msg in self.messages(
@@ -641,6 +642,8 @@ class BotAPIState:
         ):
             data = self.message_to_api(msg)
             data["outgoing"], data["deleted"] = msg.outgoing, msg.deleted
+            if msg.reply_keyboard is not None:
+                data["reply_keyboard"] = msg.reply_keyboard
             if msg.file_id and msg.file_id in self.files:
                 data["file_path"] = self.files[msg.file_id].file_path
             history.append(data)
@@ -964,7 +967,14 @@ class BotAPIState:
 
     def _sent(self, msg: StoredMessage) -> dict[str, Any]:
         data = self.message_to_api(msg)
-        self._emit("message_sent", bot_id=msg.bot_id, chat_id=msg.chat_id, message=data)
+        # A reply keyboard / ForceReply is not part of the Message JSON, but a client shows it.
+        self._emit(
+            "message_sent",
+            bot_id=msg.bot_id,
+            chat_id=msg.chat_id,
+            message=data,
+            reply_keyboard=msg.reply_keyboard,
+        )
         return data
 
     def _chat_message(self, bot: FakeBot, p: Params, not_found: str) -> StoredMessage:
