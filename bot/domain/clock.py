@@ -8,11 +8,21 @@ aware UTC ``now`` from the app's clock, which tests replace to pin the date.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable
-from functools import lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from functools import cache, lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-__all__ = ["Clock", "local_date", "local_now", "parse_zone", "utc_now", "zone"]
+__all__ = [
+    "Clock",
+    "local_date",
+    "local_now",
+    "looks_like_zone",
+    "parse_zone",
+    "utc_now",
+    "zone",
+    "zone_for_place",
+]
 
 Clock = Callable[[], dt.datetime]
 
@@ -68,6 +78,56 @@ def parse_zone(text: str | None) -> str | None:
         if _zone(candidate) is not None:
             return candidate
     return None
+
+
+# "Area/Location" as people type an IANA name: a word, a slash, more. Such a text is meant as a
+# zone even when no such zone exists ("Mars/Olympus"), so it earns the zone error, not a hint.
+_ZONE_SHAPE = re.compile(r"[A-Za-z][A-Za-z_+-]+(?:/[A-Za-z0-9_+-]+)+")
+# The areas of the canonical IANA names; the legacy ones (US/, Canada/, SystemV/...) are aliases.
+_AREAS = frozenset(
+    {
+        "Africa",
+        "America",
+        "Antarctica",
+        "Arctic",
+        "Asia",
+        "Atlantic",
+        "Australia",
+        "Europe",
+        "Indian",
+        "Pacific",
+    }
+)
+
+
+def looks_like_zone(text: str | None) -> bool:
+    """Whether ``text`` has the shape of an IANA name ("Mars/Olympus"), valid or not."""
+    value = (text or "").strip()
+    return len(value) <= 64 and _ZONE_SHAPE.fullmatch(value) is not None
+
+
+@cache
+def _places() -> dict[str, str]:
+    """City (last part of a canonical zone name, folded) -> zone, for unambiguous cities only."""
+    found: dict[str, set[str]] = {}
+    for name in available_timezones():
+        area, _, place = name.partition("/")
+        if area in _AREAS and place:
+            key = place.rsplit("/", 1)[-1].replace("_", " ").casefold()
+            found.setdefault(key, set()).add(name)
+    return {key: names.pop() for key, names in found.items() if len(names) == 1}
+
+
+def zone_for_place(text: str | None) -> str | None:
+    """The zone named by its city ("Moscow", "new york" -> America/New_York), else None.
+
+    Only for a text that answers the bot's question for a zone: in chat, a bare word is not a
+    zone (see ``parse_zone``).
+    """
+    value = " ".join((text or "").replace("_", " ").split()).casefold()
+    if not value or len(value) > 64:
+        return None
+    return parse_zone(value) or _places().get(value)
 
 
 def _title(part: str) -> str:

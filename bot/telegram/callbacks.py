@@ -24,6 +24,11 @@ class Day(StrEnum):
 
 class MenuAction(StrEnum):
     CHANGE_SIGN = "sign"
+    #: The daily-push button under a horoscope says what pressing it does (never "toggle"): a
+    #: button drawn when push was off turns it on, even if push was turned on meanwhile.
+    PUSH_ON = "on"
+    PUSH_OFF = "off"
+    #: Sent before PUSH_ON/PUSH_OFF (a toggle); the handler reads the label it showed instead.
     PUSH = "push"
     SETTINGS = "set"
     TIMEZONES = "tz"

@@ -1,6 +1,9 @@
 """Inline keyboards. Pure functions of (language, state) so they are unit-testable and so that
-a re-render of an unchanged message produces byte-identical markup (which is what lets us
-recognise "message is not modified" as harmless)."""
+a re-render of an unchanged message produces byte-identical markup (which is what lets a
+handler see that a screen is unchanged and not send the edit at all).
+
+A button that changes a setting carries the value it sets (SetCB value, MenuCB PUSH_ON /
+PUSH_OFF), never "toggle": a button under an old message acts on what it showed."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ __all__ = [
     "COMMON_ZONES",
     "PUSH_HOURS",
     "horoscope_keyboard",
+    "push_button_data",
     "settings_keyboard",
     "sign_keyboard",
     "timezone_keyboard",
@@ -98,11 +102,16 @@ def _horoscope_keyboard(
             [
                 _button(
                     t.btn_push_on if push_enabled else t.btn_push_off,
-                    MenuCB(action=MenuAction.PUSH).pack(),
+                    push_button_data(push_enabled),
                 )
             ],
         ]
     )
+
+
+def push_button_data(push_enabled: bool) -> str:
+    """The daily-push button's data: what pressing it sets (the opposite of what it shows)."""
+    return MenuCB(action=MenuAction.PUSH_OFF if push_enabled else MenuAction.PUSH_ON).pack()
 
 
 def settings_keyboard(lang: Lang, push_enabled: bool, push_hour: int) -> InlineKeyboardMarkup:

@@ -29,8 +29,10 @@ __all__ = [
     "format_date",
     "horoscope_header",
     "horoscope_parts",
+    "is_zone_question",
     "texts",
     "visible_header",
+    "visible_text",
 ]
 
 #: Telegram limits, in characters of the text after entity parsing.
@@ -74,6 +76,7 @@ class Texts:
     tz_choose: str
     tz_saved: str
     tz_unknown: str
+    tz_placeholder: str
     lang_saved: str
     hour_saved: str
     hour_usage: str
@@ -132,6 +135,7 @@ RU = Texts(
         "Не знаю часового пояса «{value}». Нужно название по IANA, например "
         "<code>Europe/Moscow</code> или <code>America/New_York</code>."
     ),
+    tz_placeholder="Europe/Moscow",
     lang_saved="Язык: русский.",
     hour_saved="Рассылка будет приходить в {hour:02d}:00 ({tz}).",
     hour_usage="Укажите час от 0 до 23, например <code>/hour 8</code>.",
@@ -213,6 +217,7 @@ EN = Texts(
         "I don't know the time zone “{value}”. Send an IANA name such as "
         "<code>Europe/London</code> or <code>America/New_York</code>."
     ),
+    tz_placeholder="Europe/London",
     lang_saved="Language: English.",
     hour_saved="Your daily push will arrive at {hour:02d}:00 ({tz}).",
     hour_usage="Give an hour from 0 to 23, e.g. <code>/hour 8</code>.",
@@ -282,6 +287,25 @@ def choose_lang(
     return default
 
 
+@lru_cache(maxsize=1)
+def _zone_question_starts() -> tuple[str, ...]:
+    """How the bot's questions for a time zone start, as a received message shows them."""
+    starts = []
+    for t in TEXTS.values():
+        for question in (t.tz_choose, t.tz_unknown):
+            visible = html.unescape(_strip_tags(question.split("{", 1)[0]))
+            starts.append(visible[:40])
+    return tuple(starts)
+
+
+def is_zone_question(text: str | None) -> bool:
+    """Whether a message of the bot is its question for a time zone (in any language).
+
+    No FSM remembers that the bot asked: a reply to the question's message says it instead.
+    """
+    return text is not None and text.startswith(_zone_question_starts())
+
+
 def format_date(date: dt.date, lang: Lang) -> str:
     """ "21 ноября" / "21 November": the day people see in a horoscope header."""
     return f"{date.day} {TEXTS[lang].months[date.month - 1]}"
@@ -326,6 +350,11 @@ def _header_and_visible_len(
     word, lang): a handful of distinct values a day, built once instead of per update."""
     header = horoscope_header(sign, date, day_word, lang)
     return header, len(html.unescape(_strip_tags(header)))
+
+
+def visible_text(markup: str) -> str:
+    """Our HTML as Telegram shows (and sends back) the message: tags gone, entities decoded."""
+    return html.unescape(_strip_tags(markup))
 
 
 def _strip_tags(markup: str) -> str:

@@ -424,16 +424,23 @@ class BotAPIState:
         self._emit("update_queued", bot_id=bot.id, update=update)
         return update
 
-    def send_text(self, user_id: int, text: str, *, bot_id: int | None = None) -> dict[str, Any]:
+    def send_text(
+        self, user_id: int, text: str, *, bot_id: int | None = None, reply_to: int | None = None
+    ) -> dict[str, Any]:
         """The user writes ``text`` to the bot; returns the queued Update (``["message"]``).
 
         Commands get ``bot_command`` entities like Telegram adds them. Writing to a bot
-        implies having started and unblocked it.
+        implies having started and unblocked it. ``reply_to``: the message (of this chat) the
+        user replies to; the update carries it as ``reply_to_message``, as Telegram does.
         """
         bot, user = self.bot(bot_id), self._ensure_user(user_id)
         if bot.id in user.blocked_by:
             self.unblock(user_id, bot_id=bot.id)
         user.started = True
+        if reply_to is not None:
+            target = self.message(user.id, reply_to, bot_id=bot.id)
+            if target is None or target.deleted:
+                raise ValueError(f"no message {reply_to} in the chat of user {user_id}")
         entities = []
         for m in COMMAND_RE.finditer(text):
             entities.append(
@@ -443,7 +450,14 @@ class BotAPIState:
                     "length": utf16_len(m.group(0)),
                 }
             )
-        msg = self._new_message(bot, user, outgoing=False, text=text, entities=entities or None)
+        msg = self._new_message(
+            bot,
+            user,
+            outgoing=False,
+            text=text,
+            entities=entities or None,
+            reply_to_message_id=reply_to,
+        )
         payload = self.message_to_api(msg)
         msg.raw_user_message = payload
         self._emit("user_message", bot_id=bot.id, chat_id=user.id, message=payload)
@@ -619,7 +633,8 @@ class BotAPIState:
         """Both sides of a chat as Message JSON plus ``outgoing``/``deleted``: what a UI renders.
 
         Photos carry ``file_path`` of their largest size so a page can fetch the bytes from
-        ``/file/bot{token}/{file_path}``.
+        ``/file/bot{token}/{file_path}``; a bot message sent with a reply keyboard or ForceReply
+        carries it as ``reply_keyboard`` (not part of Telegram's Message, but what a client shows).
         """
         history = []
         for msg in self.messages(
@@ -627,6 +642,8 @@ class BotAPIState:
         ):
             data = self.message_to_api(msg)
             data["outgoing"], data["deleted"] = msg.outgoing, msg.deleted
+            if msg.reply_keyboard is not None:
+                data["reply_keyboard"] = msg.reply_keyboard
             if msg.file_id and msg.file_id in self.files:
                 data["file_path"] = self.files[msg.file_id].file_path
             history.append(data)
@@ -950,7 +967,14 @@ class BotAPIState:
 
     def _sent(self, msg: StoredMessage) -> dict[str, Any]:
         data = self.message_to_api(msg)
-        self._emit("message_sent", bot_id=msg.bot_id, chat_id=msg.chat_id, message=data)
+        # A reply keyboard / ForceReply is not part of the Message JSON, but a client shows it.
+        self._emit(
+            "message_sent",
+            bot_id=msg.bot_id,
+            chat_id=msg.chat_id,
+            message=data,
+            reply_keyboard=msg.reply_keyboard,
+        )
         return data
 
     def _chat_message(self, bot: FakeBot, p: Params, not_found: str) -> StoredMessage:

@@ -166,6 +166,13 @@ def buttons_view(markup: dict[str, Any] | None) -> list[list[dict[str, Any]]]:
     return rows
 
 
+def _force_reply(markup: Any) -> dict[str, str] | None:
+    """A ForceReply the bot sent: the page opens a reply to that message, as a client does."""
+    if not isinstance(markup, dict) or not markup.get("force_reply"):
+        return None
+    return {"placeholder": str(markup.get("input_field_placeholder") or "")}
+
+
 def message_view(message: dict[str, Any], *, outgoing: bool | None = None) -> dict[str, Any]:
     """One chat bubble: Message JSON (from the double) → the page's flat description.
 
@@ -186,6 +193,7 @@ def message_view(message: dict[str, Any], *, outgoing: bool | None = None) -> di
         "photo": None,
         "buttons": buttons_view(message.get("reply_markup")),
         "reply_to": (message.get("reply_to_message") or {}).get("message_id"),
+        "force_reply": _force_reply(message.get("reply_keyboard")),
     }
     if message.get("text") is not None:
         view["text"] = entities_to_nodes(str(message["text"]), message.get("entities"))

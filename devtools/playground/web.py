@@ -102,6 +102,8 @@ class Playground:
             message = event.get("message")
             if message is None:  # an inline message was edited: it is in no chat here
                 return None
+            if event.get("reply_keyboard") is not None:
+                message = {**message, "reply_keyboard": event["reply_keyboard"]}
             view = message_view(message, outgoing=kind != "user_message")
             return {"type": "edit" if kind == "message_edited" else "message", "message": view}
         if kind == "message_deleted":
@@ -245,10 +247,15 @@ async def send(request: web.Request) -> web.Response:
     body = await _body(request)
     user_id = _user_id(pg, body.get("user_id"))
     text = _text(body, "text")
+    reply_to = body.get("reply_to")
+    if reply_to is not None and (not isinstance(reply_to, int) or isinstance(reply_to, bool)):
+        raise web.HTTPBadRequest(text="reply_to must be a message id")
     try:
-        update = pg.server.send_text(user_id, text)
+        update = pg.server.send_text(user_id, text, reply_to=reply_to)
     except LookupError:
         raise _no_bot() from None
+    except ValueError as exc:  # no such message to reply to
+        raise web.HTTPBadRequest(text=str(exc)) from None
     return web.json_response({"ok": True, "message_id": update["message"]["message_id"]})
 
 
@@ -322,6 +329,7 @@ def _via_message(
         "photo": result["photo"],
         "buttons": result["buttons"],
         "reply_to": None,
+        "force_reply": None,
     }
     stored.append(view)
     return view

@@ -68,7 +68,7 @@ async def test_choose_sign_shows_escaped_horoscope_and_day_buttons(harness: Harn
     assert h.answer_of(qid) is not None
     assert len(srv.calls_to("editMessageMedia")) == edits_before + 1
     # Push toggle
-    qid = await h.press(ANN, msg.message_id, MenuCB(action=MenuAction.PUSH).pack())
+    qid = await h.press(ANN, msg.message_id, MenuCB(action=MenuAction.PUSH_ON).pack())
     assert "Daily push is on" in (h.answer_of(qid) or {}).get("text", "")
     assert srv.message(ANN, msg.message_id).buttons()[-1]["text"] == "🔔 Daily push: on"
     # /today sends a new message with the sign picture

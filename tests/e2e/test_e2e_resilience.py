@@ -94,7 +94,7 @@ async def test_blocked_user_gets_push_turned_off(harness: Harness) -> None:
     h, srv = harness, harness.server
     srv.user(ANN, language_code="en")
     welcome = (await h.say(ANN, "/start leo"))[0]
-    await h.press(ANN, welcome.message_id, MenuCB(action=MenuAction.PUSH).pack())
+    await h.press(ANN, welcome.message_id, MenuCB(action=MenuAction.PUSH_ON).pack())
     async with h.app.session_factory() as s:
         assert (await UserRepository(s, h.app.data).get(ANN)).push_enabled  # type: ignore[union-attr]
     # The user blocks the bot (my_chat_member arrives), then presses an old button: the bot's
@@ -103,7 +103,7 @@ async def test_blocked_user_gets_push_turned_off(harness: Harness) -> None:
     await h.done()
     async with h.app.session_factory() as s:
         assert not (await UserRepository(s, h.app.data).get(ANN)).push_enabled  # type: ignore[union-attr]
-    await h.press(ANN, welcome.message_id, MenuCB(action=MenuAction.PUSH).pack())
+    await h.press(ANN, welcome.message_id, MenuCB(action=MenuAction.PUSH_OFF).pack())
     srv.block(ANN, notify=False)
     srv.users[ANN].blocked_by.add(srv.bot().id)
     update = srv.send_raw_update(

@@ -4,7 +4,7 @@
 last entry repeats); ``fake.mode = "hang"`` replaces the script with that one mode. Modes:
 
 - answers: ``ok`` (GOOD_EN), ``ok_ru`` (GOOD_RU), ``auto`` (GOOD_RU when the prompt has Cyrillic,
-  else GOOD_EN: for a bot asking in both languages), ``markdown``, ``ai`` (an "As an AI" refusal),
+  else GOOD_EN: for a bot asking in both languages), ``markdown``, ``ai`` (an "As an AI" refusal), ``today`` (says "today"),
   ``truncated`` (finish_reason=length), ``no_choices``;
 - timing: ``slow`` (the ``auto`` answer after ``delay`` seconds), ``hang`` (no answer at all until
   ``release()`` or shutdown);
@@ -36,33 +36,35 @@ from tests.servers.process import HOST
 API_KEY = "sk-test-DO-NOT-LEAK-4f1c2b9e"
 
 GOOD_EN = (
-    "Today: The day opens gently and picks up pace after lunch, so keep the morning for quiet "
-    "tasks.\nLove: A kind word goes further than a grand gesture this evening.\nWork and money: "
+    "Overall: The day opens gently and picks up pace after lunch, so keep the morning for quiet "
+    "tasks.\nLove: A kind word goes further than a grand gesture in the evening.\nWork and money: "
     "A careful plan pays off; check the numbers twice before you sign.\nHealth: Take a walk in "
     "the evening and go to bed a little earlier.\nLucky number: 7. Lucky colour: emerald."
 )
 GOOD_RU = (
-    "День: Утро начнётся спокойно, а после обеда темп ускорится, поэтому оставьте утро для тихих "
-    "дел.\nЛюбовь: Доброе слово сегодня значит больше громких жестов.\nРабота и деньги: "
+    "В целом: Утро начнётся спокойно, а после обеда темп ускорится, поэтому оставьте утро для "
+    "тихих дел.\nЛюбовь: Доброе слово значит больше громких жестов.\nРабота и деньги: "
     "Продуманный план окупится; перепроверьте цифры, прежде чем подписывать.\nЗдоровье: "
     "Прогуляйтесь вечером и ложитесь пораньше.\nСчастливое число: 7. Цвет удачи: изумрудный."
 )
 MARKDOWN_EN = (
     "## Your horoscope\n\n"
-    "**Today:** The day opens gently and picks up pace after lunch, so keep the morning for "
+    "**Overall:** The day opens gently and picks up pace after lunch, so keep the morning for "
     "_quiet_ tasks.\n"
-    "- **Love:** A kind word goes further than a grand gesture this evening.\n"
+    "- **Love:** A kind word goes further than a grand gesture in the evening.\n"
     "- *Work and money:* A careful plan pays off; check the `numbers` twice before you sign.\n"
     "- **Health:** Take a walk in the evening and go to bed a little earlier.\n\n"
     "---\n**Lucky number:** 7. **Lucky colour:** emerald."
 )
+# A good answer that says "today": wrong when the stored text is read the day before.
+TODAY_EN = GOOD_EN.replace("The day opens gently", "Today opens gently")
 AI_EN = (
     "As an AI language model, I cannot actually predict the future, but here is a horoscope. "
     + GOOD_EN
 )
 MODES = frozenset(
     {
-        *("ok", "ok_ru", "auto", "markdown", "ai", "truncated", "no_choices"),
+        *("ok", "ok_ru", "auto", "markdown", "ai", "today", "truncated", "no_choices"),
         *("slow", "hang"),
         *("500", "503", "429", "429_long", "401", "garbage"),
     }
@@ -192,6 +194,7 @@ class FakeLLM:
             "auto": auto,
             "markdown": MARKDOWN_EN,
             "ai": AI_EN,
+            "today": TODAY_EN,
         }
         if mode in simple:
             return web.json_response(completion(simple[mode]))

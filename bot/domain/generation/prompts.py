@@ -2,6 +2,11 @@
 
 The section labels are the built-in generator's, so a user sees the same layout whichever
 generator wrote the day's text (and a fallback text does not look out of place).
+
+The model is told never to name a day relative to the reader: the text is stored per (sign,
+date, lang) and read both the day before (as "tomorrow") and on the day (as "today"), so
+"today" or «завтра» in it would be wrong on one of the two. It may name the weekday instead.
+Validation (``validation.clean_output``) rejects an answer that does it anyway.
 """
 
 from __future__ import annotations
@@ -18,6 +23,10 @@ _MONTHS_RU_GEN = (
     "июля", "августа", "сентября", "октября", "ноября", "декабря",
 )  # fmt: skip
 _WEEKDAYS_RU = ("понедельник", "вторник", "среда", "четверг", "пятница", "суббота", "воскресенье")
+# After «в»: the accusative ("в среду", "в пятницу").
+_WEEKDAYS_RU_ACC = (
+    "понедельник", "вторник", "среду", "четверг", "пятницу", "субботу", "воскресенье",
+)  # fmt: skip
 _MONTHS_EN = (
     "January", "February", "March", "April", "May", "June",
     "July", "August", "September", "October", "November", "December",
@@ -57,13 +66,19 @@ def _user_prompt(sign: Sign, date: dt.date, lang: Lang) -> str:
             f"Напиши гороскоп для знака {title} на {when}. Объём — от 400 до 800 символов. "
             f"Разделы, каждый с новой строки и со своей меткой: «{day}», «{love}», «{work}», "
             f"«{health}», а в конце одна строка «{number} N. {colour} …». Пиши конкретно, тепло "
-            "и практично, без фатализма, без медицинских и финансовых обещаний."
+            "и практично, без фатализма, без медицинских и финансовых обещаний. Текст читают и "
+            "накануне, и в сам день, поэтому не пиши «сегодня», «завтра», «вчера», «этим вечером» "
+            f"и других слов, отсчитывающих дни от читателя; если нужно назвать день, пиши "
+            f"«в {_WEEKDAYS_RU_ACC[date.weekday()]}»."
         )
     return (
         f"Write the horoscope for {title} for {when}. Length: 400 to 800 characters. Use these "
         f'sections, each on a new line starting with its label: "{day}", "{love}", "{work}", '
         f'"{health}", and finish with one line "{number} N. {colour} ...". Be specific, kind and '
-        "practical; no fatalism, no medical or financial promises."
+        "practical; no fatalism, no medical or financial promises. The text is read both the day "
+        'before and on the day itself, so never write "today", "tomorrow", "tonight", '
+        '"yesterday", "this evening" or any other word that counts days from the reader; if you '
+        f'need to name the day, say "on {_WEEKDAYS_EN[date.weekday()]}".'
     )
 
 

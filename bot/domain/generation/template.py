@@ -10,6 +10,13 @@ The texts are assembled from phrase banks: each section picks a situation and a 
 with the sign's planet, element and strongest trait woven in, so two signs on one day (and one
 sign on two days) read differently. The Russian banks are written so that the inserted words
 never need gender agreement with the reader (the reader is always addressed as «вы»).
+
+A text names no day relative to the reader ("today", "tomorrow", "tonight", «сегодня»,
+«завтра», «этим вечером»): it is generated and cached once per (sign, date, lang) and read on
+two different days, as "tomorrow" on the day before and as "today" on the day itself. Only the
+caption the bot composes when it sends the text says which of the two it is. Where a sentence
+needs to point at its day it names the weekday of ``date`` ("this Friday", «в эту пятницу»),
+which is right on both days.
 """
 
 from __future__ import annotations
@@ -27,8 +34,8 @@ MIN_LENGTH = 300
 MAX_LENGTH = 900
 
 # Bump when the banks change meaningfully: stored texts are keyed by (sign, date, lang) only, so
-# old dates keep their stored text and only new ones use the new banks.
-_SEED_VERSION = "v1"
+# old dates keep their stored text and only new ones use the new banks. v2: no relative days.
+_SEED_VERSION = "v2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +95,8 @@ _SIGNS_RU: dict[Sign, _SignWords] = {
         "решительность",
         "решительность",
         (
-            "Овну легче всего, когда впереди ясная цель, и сегодня она у вас есть.",
-            "Ваш природный напор сегодня помогает сдвинуть с места то, что давно стояло.",
+            "Овну легче всего, когда впереди ясная цель, и этот день её даёт.",
+            "Ваш природный напор помогает сдвинуть с места то, что давно стояло.",
         ),
     ),
     Sign.TAURUS: _SignWords(
@@ -102,8 +109,8 @@ _SIGNS_RU: dict[Sign, _SignWords] = {
         "терпение",
         "терпение",
         (
-            "Тельцу сегодня особенно важны уют и предсказуемость — позаботьтесь о них.",
-            "Ваше умение не торопиться сегодня окупится сполна.",
+            "Тельцу особенно важны уют и предсказуемость — позаботьтесь о них.",
+            "Ваше умение не торопиться окупится сполна.",
         ),
     ),
     Sign.GEMINI: _SignWords(
@@ -116,8 +123,8 @@ _SIGNS_RU: dict[Sign, _SignWords] = {
         "любознательность",
         "любознательность",
         (
-            "Близнецам сегодня легко даются разговоры, переписка и новые знакомства.",
-            "Ваша способность быстро переключаться сегодня выручит не раз.",
+            "Близнецам легко даются разговоры, переписка и новые знакомства.",
+            "Ваша способность быстро переключаться выручит не раз.",
         ),
     ),
     Sign.CANCER: _SignWords(
@@ -130,8 +137,8 @@ _SIGNS_RU: dict[Sign, _SignWords] = {
         "чуткость",
         "чуткость",
         (
-            "Раку сегодня особенно важно чувствовать опору дома и в семье.",
-            "Ваша забота о близких сегодня возвращается к вам теплом.",
+            "Раку особенно важно чувствовать опору дома и в семье.",
+            "Ваша забота о близких возвращается к вам теплом.",
         ),
     ),
     Sign.LEO: _SignWords(
@@ -144,8 +151,8 @@ _SIGNS_RU: dict[Sign, _SignWords] = {
         "щедрость",
         "щедрость",
         (
-            "Льву сегодня к лицу быть в центре внимания — не прячьте свои таланты.",
-            "Ваша открытость сегодня заряжает окружающих.",
+            "Льву к лицу быть в центре внимания — не прячьте свои таланты.",
+            "Ваша открытость заряжает окружающих.",
         ),
     ),
     Sign.VIRGO: _SignWords(
@@ -158,8 +165,8 @@ _SIGNS_RU: dict[Sign, _SignWords] = {
         "внимательность к деталям",
         "внимательность к деталям",
         (
-            "Деве сегодня удаётся навести порядок там, где другие видят только хаос.",
-            "Ваша аккуратность сегодня экономит время и вам, и окружающим.",
+            "Деве удаётся навести порядок там, где другие видят только хаос.",
+            "Ваша аккуратность экономит время и вам, и окружающим.",
         ),
     ),
     Sign.LIBRA: _SignWords(
@@ -172,8 +179,8 @@ _SIGNS_RU: dict[Sign, _SignWords] = {
         "чувство меры",
         "чувство меры",
         (
-            "Весам сегодня удаётся найти компромисс там, где другие зашли в тупик.",
-            "Ваше стремление к гармонии сегодня особенно ценно для окружающих.",
+            "Весам удаётся найти компромисс там, где другие зашли в тупик.",
+            "Ваше стремление к гармонии особенно ценно для окружающих.",
         ),
     ),
     Sign.SCORPIO: _SignWords(
@@ -186,8 +193,8 @@ _SIGNS_RU: dict[Sign, _SignWords] = {
         "проницательность",
         "проницательность",
         (
-            "Скорпион сегодня видит людей насквозь — используйте это бережно.",
-            "Ваша сила воли сегодня помогает довести до конца даже трудное дело.",
+            "Скорпион видит людей насквозь — пользуйтесь этим бережно.",
+            "Ваша сила воли помогает довести до конца даже трудное дело.",
         ),
     ),
     Sign.SAGITTARIUS: _SignWords(
@@ -200,8 +207,8 @@ _SIGNS_RU: dict[Sign, _SignWords] = {
         "оптимизм",
         "оптимизм",
         (
-            "Стрельца сегодня тянет к новым горизонтам — хотя бы мысленно.",
-            "Ваша вера в лучшее сегодня заразительна.",
+            "Стрельца тянет к новым горизонтам — хотя бы мысленно.",
+            "Ваша вера в лучшее заразительна.",
         ),
     ),
     Sign.CAPRICORN: _SignWords(
@@ -214,8 +221,8 @@ _SIGNS_RU: dict[Sign, _SignWords] = {
         "упорство",
         "упорство",
         (
-            "Козерогу сегодня удаётся шаг за шагом подниматься к своей вершине.",
-            "Ваша дисциплина сегодня превращает планы в результат.",
+            "Козерогу удаётся шаг за шагом подниматься к своей вершине.",
+            "Ваша дисциплина превращает планы в результат.",
         ),
     ),
     Sign.AQUARIUS: _SignWords(
@@ -228,8 +235,8 @@ _SIGNS_RU: dict[Sign, _SignWords] = {
         "оригинальность",
         "оригинальность",
         (
-            "Водолею сегодня приходят в голову идеи, до которых другие додумаются позже.",
-            "Ваш свежий взгляд сегодня особенно нужен команде.",
+            "Водолею приходят в голову идеи, до которых другие додумаются позже.",
+            "Ваш свежий взгляд особенно нужен команде.",
         ),
     ),
     Sign.PISCES: _SignWords(
@@ -242,8 +249,8 @@ _SIGNS_RU: dict[Sign, _SignWords] = {
         "интуиция",
         "интуицию",
         (
-            "Рыбам сегодня стоит доверять снам и предчувствиям.",
-            "Ваше воображение сегодня подскажет решение, которого нет в инструкциях.",
+            "Рыбам стоит доверять снам и предчувствиям.",
+            "Ваше воображение подскажет решение, которого нет в инструкциях.",
         ),
     ),
 }
@@ -259,7 +266,7 @@ _SIGNS_EN: dict[Sign, _SignWords] = {
         "decisiveness",
         "",
         (
-            "Aries thrives when there is a clear goal ahead, and today you have one.",
+            "Aries thrives with a clear goal ahead, and the day brings one.",
             "Your natural drive helps you move things that have been stuck for a while.",
         ),
     ),
@@ -274,7 +281,7 @@ _SIGNS_EN: dict[Sign, _SignWords] = {
         "",
         (
             "Taurus feels best with comfort and a predictable rhythm, so make room for both.",
-            "Your refusal to be rushed pays off handsomely today.",
+            "Your refusal to be rushed pays off handsomely.",
         ),
     ),
     Sign.GEMINI: _SignWords(
@@ -287,7 +294,7 @@ _SIGNS_EN: dict[Sign, _SignWords] = {
         "curiosity",
         "",
         (
-            "Conversations, messages and new acquaintances come easily to Gemini today.",
+            "Conversations, messages and new acquaintances come easily to Gemini.",
             "Your ability to switch gears quickly will save the day more than once.",
         ),
     ),
@@ -301,7 +308,7 @@ _SIGNS_EN: dict[Sign, _SignWords] = {
         "sensitivity",
         "",
         (
-            "Cancer needs a firm footing at home today, and you can build it.",
+            "Cancer needs a firm footing at home, and you can build it.",
             "The care you give to those close to you comes back as warmth.",
         ),
     ),
@@ -315,7 +322,7 @@ _SIGNS_EN: dict[Sign, _SignWords] = {
         "generosity",
         "",
         (
-            "The spotlight suits Leo today, so do not hide your talents.",
+            "The spotlight suits Leo, so do not hide your talents.",
             "Your openness gives energy to everyone around you.",
         ),
     ),
@@ -329,7 +336,7 @@ _SIGNS_EN: dict[Sign, _SignWords] = {
         "eye for detail",
         "",
         (
-            "Virgo brings order where others see only chaos today.",
+            "Virgo brings order where others see only chaos.",
             "Your precision saves time for you and for everyone around you.",
         ),
     ),
@@ -343,7 +350,7 @@ _SIGNS_EN: dict[Sign, _SignWords] = {
         "sense of balance",
         "",
         (
-            "Libra finds a compromise today where others have reached a dead end.",
+            "Libra finds a compromise where others have reached a dead end.",
             "Your wish for harmony is especially valuable to the people around you.",
         ),
     ),
@@ -357,7 +364,7 @@ _SIGNS_EN: dict[Sign, _SignWords] = {
         "insight",
         "",
         (
-            "Scorpio sees right through people today, so use that gift gently.",
+            "Scorpio sees right through people, so use that gift gently.",
             "Your willpower helps you finish even a difficult task.",
         ),
     ),
@@ -371,7 +378,7 @@ _SIGNS_EN: dict[Sign, _SignWords] = {
         "optimism",
         "",
         (
-            "Sagittarius feels the pull of new horizons today, if only in thought.",
+            "Sagittarius feels the pull of new horizons, if only in thought.",
             "Your faith in the best outcome is contagious.",
         ),
     ),
@@ -385,7 +392,7 @@ _SIGNS_EN: dict[Sign, _SignWords] = {
         "persistence",
         "",
         (
-            "Capricorn climbs towards the summit step by step today.",
+            "Capricorn climbs towards the summit step by step.",
             "Your discipline turns plans into results.",
         ),
     ),
@@ -399,7 +406,7 @@ _SIGNS_EN: dict[Sign, _SignWords] = {
         "originality",
         "",
         (
-            "Aquarius has ideas today that others will only arrive at later.",
+            "Aquarius has ideas that others will only arrive at later.",
             "Your fresh point of view is exactly what the team needs.",
         ),
     ),
@@ -413,7 +420,7 @@ _SIGNS_EN: dict[Sign, _SignWords] = {
         "intuition",
         "",
         (
-            "Pisces should trust dreams and hunches today.",
+            "Pisces should trust dreams and hunches.",
             "Your imagination finds a solution that no manual contains.",
         ),
     ),
@@ -446,9 +453,9 @@ _COLOURS_RU = (
 )  # fmt: skip
 
 SECTION_LABELS: dict[Lang, tuple[str, str, str, str, str, str]] = {
-    Lang.EN: ("Today:", "Love:", "Work and money:", "Health:", "Lucky number:", "Lucky colour:"),
+    Lang.EN: ("Overall:", "Love:", "Work and money:", "Health:", "Lucky number:", "Lucky colour:"),
     Lang.RU: (
-        "День:",
+        "В целом:",
         "Любовь:",
         "Работа и деньги:",
         "Здоровье:",
@@ -460,15 +467,15 @@ SECTION_LABELS: dict[Lang, tuple[str, str, str, str, str, str]] = {
 # --- English phrase banks -----------------------------------------------------------------------
 
 _DAY_EN = (
-    "{planet} sets a brisk pace today, and you will feel it from the first hour.",
+    "{planet} sets a brisk pace, and you will feel it from the first hour.",
     "This {weekday} opens more doors than it closes, as long as you knock on the right ones.",
-    "The sky favours the {element} signs today, and your {trait} is easy for others to notice.",
+    "The sky favours the {element} signs this {weekday}, and others easily notice your {trait}.",
     "A quiet morning gives way to a lively afternoon full of small surprises.",
-    "Something you postponed last week asks for attention again, and now it is easier to handle.",
+    "Something you put off earlier asks for attention again, and this time it is easier to handle.",
     "{planet} lends you a clear head: decisions that felt heavy become simple.",
     "The day has a gentle rhythm, and you do not need to rush to keep up with it.",
     "Old plans may suddenly make sense in a new light.",
-    "Today rewards curiosity, so ask one more question than usual.",
+    "{weekday} rewards curiosity, so ask one more question than usual.",
     "The stars line up in your favour, though they expect a little effort in return.",
     "Your mood is steadier than that of the people around you, and that is an advantage.",
     "A chance conversation may turn out to be the most useful event of the day.",
@@ -477,7 +484,7 @@ _DAY_EN = (
     "The day unfolds slowly at first and then all at once.",
     "It is one of those days when small details decide big outcomes.",
     "Your intuition is sharper than usual, so notice what you notice.",
-    "Others look to you for direction today, even if they do not say it aloud.",
+    "Others look to you for direction, even if they do not say it aloud.",
     "A pleasant piece of news may arrive from an unexpected direction.",
     "{planet} softens the usual tensions, making this a calm and productive day.",
     "The day invites you to tie up loose ends before reaching for new goals.",
@@ -487,7 +494,7 @@ _DAY_TIP_EN = (
     "Lean on {quality} and you will get further than you expect.",
     "Make one decision you have been avoiding; the relief will be worth it.",
     "Keep your plans flexible and leave room for a pleasant detour.",
-    "Your {trait} is your best tool today, so do not keep it to yourself.",
+    "Your {trait} is the best tool you have, so do not keep it to yourself.",
     "Write down the idea that comes to you in the afternoon; it is worth keeping.",
     "Say yes to the invitation you would normally decline.",
     "Finish what you start before you open a new front.",
@@ -497,23 +504,23 @@ _DAY_TIP_EN = (
     "Trust the plan you made, but check the details twice.",
     "Give yourself a small reward once the main task is done.",
     "Listen more than you speak, and you will learn something valuable.",
-    "Choose one priority and let the others wait until tomorrow.",
+    "Choose one priority and let the others wait their turn.",
     "Be generous with praise; it comes back to you sooner than you think.",
     "Pause for a moment before you answer anything important.",
     "Keep a promise, even a small one, and your day will feel lighter.",
     "Try a different route, literally or figuratively, and see what you find.",
-    "Ask for help where you need it; people are glad to offer it today.",
+    "Ask for help where you need it; people are glad to offer it.",
     "Let go of one worry that is not yours to carry.",
 )
 _LOVE_EN = (
-    "In love, honesty works better than hints today.",
+    "In love, honesty works better than hints.",
     "Someone close to you is waiting for a small sign of attention.",
     "{planet} warms your heart, and conversations with your partner flow easily.",
     "If you are single, a new acquaintance may prove more interesting than it first seems.",
-    "A shared memory brings you and your partner closer this evening.",
-    "Feelings run deeper than words today, so pay attention to gestures.",
+    "A shared memory brings you and your partner closer in the evening.",
+    "Feelings run deeper than words, so pay attention to gestures.",
     "An old misunderstanding can finally be cleared up with one calm conversation.",
-    "Romance prefers simplicity today: a walk, a call, a cup of tea together.",
+    "Romance prefers simplicity: a walk, a call, a cup of tea together.",
     "Your charm is hard to miss, and someone has certainly noticed it.",
     "Doubt may whisper in your ear, but the facts are on your side.",
     "The evening favours tender words and unhurried plans.",
@@ -521,17 +528,17 @@ _LOVE_EN = (
     "If you have been waiting for the right moment to speak your heart, it is close.",
     "Your {trait} helps you understand your partner without many words.",
     "A message from someone in your past may stir a few memories; treat them kindly.",
-    "Love grows from small, reliable things today rather than grand gestures.",
+    "Love grows from small, reliable things rather than grand gestures.",
     "Do not try to guess what your partner feels; simply ask.",
     "A friendship may quietly turn into something more.",
 )
 _LOVE_TIP_EN = (
     "Plan something small but personal for the evening.",
     "Give the other person room to speak before you reply.",
-    "A compliment costs nothing and means a great deal today.",
+    "A compliment costs nothing and means a great deal.",
     "Keep your expectations light and your heart open.",
     "Say what you feel plainly; clarity is romantic too.",
-    "Let the past stay in the past and enjoy what is here now.",
+    "Let the past stay in the past and enjoy what you have.",
     "Share a laugh; it will do more than a long talk.",
     "Put the phone away during dinner and be fully present.",
     "A handwritten note or a small surprise will land well.",
@@ -559,7 +566,7 @@ _WORK_EN = (
     "Your practical sense helps you spot a mistake before it becomes costly.",
     "Learning something new at work pays off sooner than you expect.",
     "An old contact may bring a fresh opportunity.",
-    "Financial luck favours careful choices over bold bets today.",
+    "Financial luck favours careful choices over bold bets.",
     "Meetings are productive when you come with a clear question.",
     "With {planet} supporting you, it is easier to defend your point of view.",
 )
@@ -571,30 +578,30 @@ _WORK_TIP_EN = (
     "Read the fine print before you agree to anything.",
     "Ask for feedback; it will sharpen your next step.",
     "Do not take on more than you can finish well.",
-    "Save a part of today's income, even a small one.",
+    "Set aside part of your income, however small.",
     "Use {quality} to break a stubborn problem into simple steps.",
     "Avoid gossip at work and stay with the facts.",
     "A short break in the middle of the day will raise your productivity.",
     "Put your proposal in writing; it will carry more weight.",
     "Be the one who brings calm to a busy meeting.",
-    "End the day by planning tomorrow's first task.",
+    "End the day by picking the first task for the next morning.",
     "Trust your experience over the loudest opinion in the room.",
-    "Invest time rather than money in your idea for now.",
+    "Invest time rather than money in your idea at this stage.",
 )
 _HEALTH_EN = (
     "Your energy is high in the morning and dips a little by evening.",
-    "The body asks for movement today: a walk or light exercise will do wonders.",
+    "Your body asks for movement: a walk or light exercise will do wonders.",
     "Mind your posture and take short pauses from the screen.",
-    "Sleep is your best medicine right now.",
+    "A good night's sleep is your best medicine.",
     "{planet} encourages balance, so avoid extremes in food and effort.",
     "A little stress may show up as tension in the shoulders.",
-    "Fresh air and water help more than strong coffee today.",
-    "Your mood and well-being are closely linked today, so look after both.",
+    "Fresh air and water help more than strong coffee.",
+    "Your mood and well-being are closely linked, so look after both.",
     "It is a good day to start a healthy habit, however small.",
     "You may feel a burst of energy around midday; use it well.",
-    "Light, simple meals suit you best today.",
+    "Light, simple meals suit you best.",
     "The {element} in you needs an outlet: sport, dancing or a brisk walk.",
-    "Rest is not a waste of time today; it is part of the work.",
+    "Rest is not a waste of time; it is part of the work.",
     "Your nerves need some quiet, so keep the evening calm.",
     "Stretching in the morning sets a good tone for the whole day.",
     "A warm drink and an early night will restore your strength.",
@@ -604,7 +611,7 @@ _HEALTH_TIP_EN = (
     "Drink more water than you think you need.",
     "Spend at least half an hour outdoors.",
     "Give your eyes a rest every hour.",
-    "Choose vegetables and fruit over sweets today.",
+    "Choose vegetables and fruit over sweets.",
     "Breathe slowly for a minute whenever you feel rushed.",
     "Take the stairs instead of the lift.",
     "Avoid heavy food late in the evening.",
@@ -617,25 +624,24 @@ _HEALTH_TIP_EN = (
 # --- Russian phrase banks -----------------------------------------------------------------------
 
 _DAY_RU = (
-    "{planet} задаёт сегодня бодрый темп, и вы почувствуете его с самого утра.",
+    "{planet} задаёт бодрый темп, и вы почувствуете его с самого утра.",
     "{weekday} открывает больше дверей, чем закрывает, — главное, стучаться в нужные.",
-    "Небо благоволит знакам стихии {element_gen}, и ваша сильная сторона — {trait} — сегодня"
-    " заметна всем.",
+    "Небо благоволит знакам стихии {element_gen}, и ваша сильная сторона — {trait} — заметна всем.",
     "Тихое утро сменится оживлённым днём, полным маленьких сюрпризов.",
-    "Дело, отложенное на прошлой неделе, снова просит внимания, но теперь справиться с ним проще.",
+    "Дело, которое вы когда-то отложили, снова просит внимания, и на этот раз оно пойдёт легче.",
     "{planet} дарит вам ясную голову: решения, казавшиеся тяжёлыми, становятся простыми.",
     "У дня мягкий ритм, и спешить, чтобы успеть за ним, не придётся.",
     "Старые планы могут неожиданно предстать в новом свете.",
-    "Сегодня выигрывает любопытство: задайте на один вопрос больше, чем обычно.",
+    "{weekday_in} любопытство вознаграждается: задайте на один вопрос больше, чем обычно.",
     "Звёзды складываются в вашу пользу, хотя и ждут от вас немного усилий.",
     "Ваше настроение устойчивее, чем у окружающих, и это настоящее преимущество.",
     "Случайный разговор может оказаться самым полезным событием дня.",
-    "Благодаря {planet_dat} сегодня удачнее начинать новое, чем подводить итоги.",
+    "Благодаря {planet_dat} удачнее начинать новое, чем подводить итоги.",
     "{weekday_in} энергия стихии {element_gen} в вас особенно сильна, поэтому доверяйте первому"
     " порыву.",
     "День будет разворачиваться сначала неторопливо, а потом всё случится разом.",
     "Это один из тех дней, когда мелочи решают многое.",
-    "Интуиция сегодня острее обычного — прислушайтесь к тому, что замечаете.",
+    "Интуиция острее обычного — прислушайтесь к тому, что замечаете.",
     "Окружающие ждут от вас направления, даже если не говорят об этом вслух.",
     "Приятная новость может прийти с неожиданной стороны.",
     "{planet} смягчает привычное напряжение, и день обещает быть спокойным и продуктивным.",
@@ -646,7 +652,7 @@ _DAY_TIP_RU = (
     "Опирайтесь на {quality_acc} — и вы продвинетесь дальше, чем ожидаете.",
     "Примите одно решение, которое давно откладывали, — облегчение того стоит.",
     "Оставьте в планах место для приятной неожиданности.",
-    "Ваш главный инструмент сегодня — {trait}, пользуйтесь им щедро.",
+    "Ваш главный инструмент — {trait}, пользуйтесь им щедро.",
     "Запишите идею, которая придёт после обеда: она того стоит.",
     "Скажите «да» приглашению, от которого обычно отказались бы.",
     "Доведите начатое до конца, прежде чем открывать новый фронт работ.",
@@ -656,41 +662,41 @@ _DAY_TIP_RU = (
     "Доверяйте своему плану, но проверьте детали дважды.",
     "Порадуйте себя чем-нибудь приятным, когда справитесь с главной задачей.",
     "Слушайте больше, чем говорите, — и узнаете что-то ценное.",
-    "Выберите один приоритет, а остальное пусть подождёт до завтра.",
+    "Выберите один приоритет, а остальное пусть подождёт своей очереди.",
     "Не скупитесь на похвалу: она вернётся к вам быстрее, чем кажется.",
     "Прежде чем ответить на что-то важное, возьмите небольшую паузу.",
     "Сдержите обещание, пусть даже маленькое, — и день станет легче.",
     "Попробуйте новый маршрут, в прямом или переносном смысле, и посмотрите, что из этого выйдет.",
-    "Просите помощи там, где она нужна: сегодня её охотно предложат.",
+    "Просите помощи там, где она нужна: её охотно предложат.",
     "Отпустите тревогу, которую вам не нужно нести.",
 )
 _LOVE_RU = (
-    "В любви сегодня честность работает лучше намёков.",
+    "В любви честность работает лучше намёков.",
     "Близкий человек ждёт от вас маленького знака внимания.",
     "{planet} согревает сердце, и разговоры с партнёром складываются легко.",
     "Если вы одиноки, новое знакомство может оказаться интереснее, чем кажется на первый взгляд.",
-    "Общее воспоминание сблизит вас с партнёром этим вечером.",
-    "Чувства сегодня глубже слов, поэтому обращайте внимание на жесты.",
+    "Вечером вас с партнёром сблизит общее воспоминание.",
+    "Чувства глубже слов, поэтому обращайте внимание на жесты.",
     "Старое недоразумение наконец можно прояснить одним спокойным разговором.",
-    "Романтика сегодня любит простоту: прогулку, звонок, чай вдвоём.",
+    "Романтика любит простоту: прогулку, звонок, чай вдвоём.",
     "Ваше обаяние трудно не заметить, и кто-то его уже точно заметил.",
     "Сомнения могут нашёптывать своё, но факты на вашей стороне.",
     "Вечер благоприятен для нежных слов и неспешных планов.",
-    "Семейные связи сегодня особенно тёплые, и кто-то из родных может поделиться хорошей новостью.",
+    "Семейные связи особенно тёплые, и кто-то из родных может поделиться хорошей новостью.",
     "Если вы ждали подходящего момента, чтобы открыть сердце, он уже близко.",
-    "Сегодня {trait} помогает вам понимать партнёра без лишних слов.",
+    "{trait} помогает вам понимать партнёра без лишних слов.",
     "Весточка из прошлого может всколыхнуть воспоминания — отнеситесь к ним бережно.",
-    "Любовь сегодня растёт из мелочей, а не из громких жестов.",
+    "Любовь растёт из мелочей, а не из громких жестов.",
     "Не пытайтесь угадать чувства партнёра — просто спросите.",
     "Дружба может незаметно перерасти в нечто большее.",
 )
 _LOVE_TIP_RU = (
     "Запланируйте на вечер что-нибудь небольшое, но личное.",
     "Дайте собеседнику договорить, прежде чем отвечать.",
-    "Комплимент ничего не стоит, но сегодня значит очень многое.",
+    "Комплимент ничего не стоит, но значит очень многое.",
     "Держите ожидания лёгкими, а сердце открытым.",
     "Говорите о чувствах прямо: ясность тоже бывает романтичной.",
-    "Оставьте прошлое в прошлом и радуйтесь тому, что есть сейчас.",
+    "Оставьте прошлое в прошлом и радуйтесь тому, что у вас есть.",
     "Посмейтесь вместе — это сделает больше, чем долгий разговор.",
     "Отложите телефон за ужином и будьте по-настоящему рядом.",
     "Записка от руки или маленький сюрприз придутся очень кстати.",
@@ -718,7 +724,7 @@ _WORK_RU = (
     "Практическая смекалка поможет заметить ошибку до того, как она дорого обойдётся.",
     "Новые знания в работе окупятся быстрее, чем вы ожидаете.",
     "Старый знакомый может принести свежую возможность.",
-    "Финансовая удача сегодня на стороне взвешенных решений, а не рискованных ставок.",
+    "Финансовая удача на стороне взвешенных решений, а не рискованных ставок.",
     "Встречи будут продуктивными, если прийти на них с чётким вопросом.",
     "При поддержке {planet_gen} вам проще отстоять свою точку зрения.",
 )
@@ -730,30 +736,30 @@ _WORK_TIP_RU = (
     "Прежде чем соглашаться, прочитайте всё, что написано мелким шрифтом.",
     "Попросите обратную связь — она сделает следующий шаг точнее.",
     "Не берите на себя больше, чем сможете сделать хорошо.",
-    "Отложите часть сегодняшнего дохода, пусть даже небольшую.",
+    "Отложите часть дохода, пусть даже небольшую.",
     "{quality} поможет разложить упрямую задачу на простые шаги.",
     "Избегайте сплетен на работе и держитесь фактов.",
     "Короткий перерыв в середине дня повысит вашу продуктивность.",
     "Изложите своё предложение письменно — так оно будет весомее.",
     "Внесите спокойствие в суетливое совещание — это запомнят.",
-    "Завершите день, наметив первую задачу на завтра.",
+    "Завершите день, наметив первую задачу на следующее утро.",
     "Доверяйте своему опыту больше, чем самому громкому мнению в комнате.",
-    "Пока вкладывайте в свою идею время, а не деньги.",
+    "На этом этапе вкладывайте в свою идею время, а не деньги.",
 )
 _HEALTH_RU = (
     "Утром энергии много, а к вечеру она немного спадёт.",
     "Тело просит движения: прогулка или лёгкая зарядка сотворят чудеса.",
     "Следите за осанкой и делайте короткие перерывы от экрана.",
-    "Сон сейчас — ваше лучшее лекарство.",
+    "Крепкий сон — ваше лучшее лекарство.",
     "{planet} призывает к равновесию: избегайте крайностей в еде и нагрузках.",
     "Небольшой стресс может отозваться напряжением в плечах.",
-    "Свежий воздух и вода сегодня помогут больше, чем крепкий кофе.",
-    "Настроение и самочувствие сегодня тесно связаны, так что берегите и то, и другое.",
+    "Свежий воздух и вода помогут больше, чем крепкий кофе.",
+    "Настроение и самочувствие тесно связаны, так что берегите и то, и другое.",
     "Хороший день, чтобы завести полезную привычку, пусть даже совсем маленькую.",
     "Около полудня может прийти прилив сил — используйте его с толком.",
-    "Лёгкая и простая еда подойдёт вам сегодня лучше всего.",
+    "Лёгкая и простая еда подойдёт вам лучше всего.",
     "Стихии {element_gen} в вас нужен выход: спорт, танцы или быстрая прогулка.",
-    "Отдых сегодня — не потеря времени, а часть работы.",
+    "Отдых — не потеря времени, а часть работы.",
     "Нервам нужна тишина, поэтому сделайте вечер спокойным.",
     "Утренняя растяжка задаст хороший тон всему дню.",
     "Тёплый напиток и ранний отход ко сну восстановят силы.",

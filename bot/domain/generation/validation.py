@@ -67,6 +67,24 @@ _FORBIDDEN = re.compile(
 )
 
 
+# Words that count days from the reader. A stored text is read on two days (the day before, as
+# "tomorrow", and on the day, as "today"), so any of these is wrong on one of them. Matched on the
+# same folded text as _FORBIDDEN ("ё" -> "е").
+_RELATIVE_DAY = re.compile(
+    "|".join(
+        (
+            r"\b(?:today|tonight|tomorrow|yesterday)(?:'s)?\b",
+            r"\bthis (?:morning|afternoon|evening)\b",
+            r"(?<!\w)(?:после|поза)?завтра(?!к)\w*",
+            r"(?<!\w)(?:поза)?вчера\w*",
+            r"(?<!\w)сегодня\w*",
+            r"(?<!\w)нынче(?!\w)",
+            r"(?<!\w)эт(?:им|ой) (?:утром|вечером|ночью)(?!\w)",
+        )
+    )
+)
+
+
 def _drop_control_chars(text: str) -> str:
     """Remove control characters and lone surrogates (Telegram rejects them, JSON allows them)."""
     return "".join(
@@ -116,7 +134,8 @@ def clean_output(
 ) -> str:
     """Return the cleaned text, or raise :class:`InvalidOutputError` if it must not be served.
 
-    Checks, in order: something left after cleanup, no refusal / "as an AI" phrases, length
+    Checks, in order: something left after cleanup, no refusal / "as an AI" phrases, no word
+    that counts days from the reader ("today", «завтра»: the text is read on two days), length
     within ``min_chars..max_chars``, and (when ``lang`` is given) mostly the right alphabet.
     """
     cleaned = strip_markdown(text)
@@ -125,6 +144,8 @@ def clean_output(
     folded = cleaned.lower().replace("ё", "е").replace("\u2019", "'").replace("\u02bc", "'")
     if _FORBIDDEN.search(folded):
         raise InvalidOutputError("refusal")
+    if _RELATIVE_DAY.search(folded):
+        raise InvalidOutputError("relative_day")
     if len(cleaned) < min_chars:
         raise InvalidOutputError("too_short")
     if len(cleaned) > max_chars:

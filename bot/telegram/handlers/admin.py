@@ -59,7 +59,7 @@ def format_stats(stats: Stats, lang: Lang) -> str:
     return "\n".join(lines)
 
 
-@router.message(Command("stats"), _is_admin)
+@router.message(Command("stats", ignore_case=True), _is_admin)
 async def stats_command(message: Message, app: AppContext, lang: Lang) -> None:
     stats = await app.stats.collect()
     text = format_stats(stats, lang)

@@ -7,10 +7,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 from aiogram import Router
-from aiogram.types import CallbackQuery, InaccessibleMessage, MaybeInaccessibleMessageUnion, Message
+from aiogram.types import (
+    CallbackQuery,
+    InaccessibleMessage,
+    InlineKeyboardMarkup,
+    MaybeInaccessibleMessageUnion,
+    Message,
+)
 
 from bot.telegram.api import is_harmless, with_retry
-from bot.telegram.texts import Texts
+from bot.telegram.texts import Texts, visible_text
 from db.repositories import UserData
 
 if TYPE_CHECKING:
@@ -23,6 +29,8 @@ __all__ = [
     "chat_id_of",
     "push_note",
     "quietly",
+    "same_markup",
+    "shows",
     "user_zone",
 ]
 
@@ -59,6 +67,22 @@ def accessible(message: MaybeInaccessibleMessageUnion | None) -> Message | None:
     if message is None or isinstance(message, InaccessibleMessage):
         return None
     return message
+
+
+def same_markup(a: InlineKeyboardMarkup | None, b: InlineKeyboardMarkup | None) -> bool:
+    """Equal keyboards, whether built here or parsed from an update (unset fields ignored)."""
+    if a is None or b is None:
+        return a is b
+    return a.model_dump(exclude_none=True) == b.model_dump(exclude_none=True)
+
+
+def shows(message: Message, text: str, markup: InlineKeyboardMarkup | None) -> bool:
+    """Whether ``message`` already shows ``text`` (our HTML) under ``markup``.
+
+    Then an edit would change nothing and Telegram would refuse it ("message is not
+    modified"): the caller answers the button quietly instead of sending it.
+    """
+    return message.text == visible_text(text) and same_markup(message.reply_markup, markup)
 
 
 def chat_id_of(query: CallbackQuery) -> int:

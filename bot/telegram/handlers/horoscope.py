@@ -1,4 +1,4 @@
-"""/today, /tomorrow, the Today/Tomorrow buttons and the daily-push toggle under a horoscope."""
+"""/today, /tomorrow, the Today/Tomorrow buttons and the daily-push button under a horoscope."""
 
 from __future__ import annotations
 
@@ -20,10 +20,11 @@ from bot.telegram.handlers.common import (
     chat_id_of,
     push_note,
     quietly,
+    same_markup,
     user_zone,
 )
-from bot.telegram.keyboards import sign_keyboard
-from bot.telegram.texts import Texts, texts, visible_header
+from bot.telegram.keyboards import push_button_data, sign_keyboard
+from bot.telegram.texts import TEXTS, Texts, texts, visible_header
 from db.repositories import Repositories, UserData
 from db.types import Lang, Sign
 
@@ -49,12 +50,12 @@ async def _show(message: Message, bot: Bot, app: AppContext, user: UserData, day
     await app.horoscopes.send(bot, message.chat.id, user, user.zodiac_sign, day)
 
 
-@router.message(Command("today"))
+@router.message(Command("today", ignore_case=True))
 async def today(message: Message, bot: Bot, app: AppContext, user: UserData) -> None:
     await _show(message, bot, app, user, Day.TODAY)
 
 
-@router.message(Command("tomorrow"))
+@router.message(Command("tomorrow", ignore_case=True))
 async def tomorrow(message: Message, bot: Bot, app: AppContext, user: UserData) -> None:
     await _show(message, bot, app, user, Day.TOMORROW)
 
@@ -121,12 +122,41 @@ async def switch_day(
     await answer_callback(query, None if changed else t.already_shown)
 
 
-def _with_push_button(markup: InlineKeyboardMarkup, text: str) -> InlineKeyboardMarkup:
-    push_data = MenuCB(action=MenuAction.PUSH).pack()
+_PUSH_ACTIONS = (MenuAction.PUSH_ON, MenuAction.PUSH_OFF, MenuAction.PUSH)
+_PUSH_DATA = frozenset(MenuCB(action=action).pack() for action in _PUSH_ACTIONS)
+_PUSH_OFF_LABELS = frozenset(t.btn_push_off for t in TEXTS.values())
+_PUSH_ON_LABELS = frozenset(t.btn_push_on for t in TEXTS.values())
+
+
+def _wanted_push(action: MenuAction, pressed: str | None, message: Message | None) -> bool | None:
+    """What the pressed button asked for: on, off, or None when that cannot be known.
+
+    A PUSH_ON/PUSH_OFF button says it. A button sent before those existed (MenuAction.PUSH, a
+    toggle) is read from its label as the message showed it: "off" asks to turn push on.
+    """
+    if action is not MenuAction.PUSH:
+        return action is MenuAction.PUSH_ON
+    markup = message.reply_markup if message is not None else None
+    for row in markup.inline_keyboard if markup is not None else ():
+        for button in row:
+            if button.callback_data == pressed:
+                if button.text in _PUSH_OFF_LABELS:
+                    return True
+                if button.text in _PUSH_ON_LABELS:
+                    return False
+    return None
+
+
+def _with_push_button(
+    markup: InlineKeyboardMarkup, t: Texts, push_enabled: bool
+) -> InlineKeyboardMarkup:
+    """``markup`` with its push button showing ``push_enabled`` (the other buttons as shown)."""
+    label = t.btn_push_on if push_enabled else t.btn_push_off
+    data = push_button_data(push_enabled)
     rows = [
         [
-            InlineKeyboardButton(text=text, callback_data=push_data)
-            if button.callback_data == push_data
+            InlineKeyboardButton(text=label, callback_data=data)
+            if button.callback_data in _PUSH_DATA
             else button
             for button in row
         ]
@@ -135,22 +165,28 @@ def _with_push_button(markup: InlineKeyboardMarkup, text: str) -> InlineKeyboard
     return InlineKeyboardMarkup(inline_keyboard=rows)
 
 
-@router.callback_query(MenuCB.filter(F.action == MenuAction.PUSH))
-async def toggle_push(
+@router.callback_query(MenuCB.filter(F.action.in_(_PUSH_ACTIONS)))
+async def set_push(
     query: CallbackQuery,
+    callback_data: MenuCB,
     app: AppContext,
     repos: Repositories,
     user: UserData,
     t: Texts,
     uow: UnitOfWork,
 ) -> None:
-    user = await repos.users.set_push(user.id, not user.push_enabled)
-    await uow.commit()
-    note = push_note(t, user, user_zone(app, user))
+    """Daily push on or off, as the pressed button said; its button then shows the new state.
+
+    A stale button (drawn "off" while push was turned on elsewhere) sets what it showed it
+    would, so pressing it changes nothing but its label; an unchanged keyboard is not re-sent.
+    """
     message = accessible(query.message)
+    wanted = _wanted_push(callback_data.action, query.data, message)
+    if wanted is not None and wanted != user.push_enabled:
+        user = await repos.users.set_push(user.id, wanted)
+        await uow.commit()
     if message is not None and message.reply_markup is not None:
-        markup = _with_push_button(
-            message.reply_markup, t.btn_push_on if user.push_enabled else t.btn_push_off
-        )
-        await quietly(lambda: message.edit_reply_markup(reply_markup=markup), what="push")
-    await answer_callback(query, note)
+        markup = _with_push_button(message.reply_markup, t, user.push_enabled)
+        if not same_markup(markup, message.reply_markup):
+            await quietly(lambda: message.edit_reply_markup(reply_markup=markup), what="push")
+    await answer_callback(query, push_note(t, user, user_zone(app, user)))

@@ -46,7 +46,7 @@ async def _save_sign(repos: Repositories, uow: UnitOfWork, user: UserData, sign:
     return user
 
 
-@router.message(CommandStart())
+@router.message(CommandStart(ignore_case=True))
 async def start(
     message: Message,
     command: CommandObject,
@@ -83,7 +83,7 @@ async def start(
     await app.images.send_photo(bot, message.chat.id, asset, caption=caption, reply_markup=markup)
 
 
-@router.message(Command("sign"))
+@router.message(Command("sign", ignore_case=True))
 async def sign_command(message: Message, t: Texts, lang: Lang) -> None:
     await with_retry(
         lambda: message.answer(t.choose_sign, reply_markup=sign_keyboard(lang)), what="sign"
@@ -127,7 +127,7 @@ async def chose_sign(
     await answer_callback(query)
 
 
-@router.message(Command("help"))
+@router.message(Command("help", ignore_case=True))
 async def help_command(message: Message, bot: Bot, t: Texts) -> None:
     me = await bot.me()  # cached by aiogram after the first call
     text = t.help.format(bot=escape(me.username or "bot"))

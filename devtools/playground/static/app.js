@@ -12,6 +12,9 @@ const state = {
   lastText: new Map(),  // user id -> preview line
   inlineQueryId: null,  // the inline query whose answer we are waiting for
   inlineQuery: "",
+  inlineSeq: 0,         // bumped per query sent (and on close): a late POST reply is ignored
+  earlyAnswers: new Map(),  // query id -> answer that arrived before its POST returned
+  replyTo: null,        // {id, preview, placeholder}: the composer replies to this bot message
   statusTimer: null,
   prevStats: new Map(),
 };
@@ -120,6 +123,12 @@ function fillMessage(wrapper, message) {
   const bubble = el("div", "bubble");
   const body = el("div", "body");
   if (message.via) body.appendChild(el("span", "via", `via @${message.via}`));
+  if (message.reply_to) {
+    // A reply quotes the first line of the message it answers, as Telegram shows it.
+    const quoted = messageElement(message.reply_to)?.querySelector(".content");
+    const line = quoted ? quoted.textContent.split("\n")[0] : "";
+    body.appendChild(el("span", "quote", line || "…"));
+  }
   if (message.photo) {
     bubble.classList.add("has-photo");
     const img = el("img", "photo");
@@ -142,6 +151,13 @@ function fillMessage(wrapper, message) {
     bubble.appendChild(meta);
   } else {
     bubble.appendChild(body);
+  }
+  if (message.from_bot && message.id > 0) {
+    const reply = el("button", "reply-btn", "↩");
+    reply.type = "button";
+    reply.title = "Reply to this message";
+    reply.addEventListener("click", () => setReply(message));
+    wrapper.appendChild(reply);
   }
   wrapper.appendChild(bubble);
   const keyboard = keyboardOf(message);
@@ -209,7 +225,31 @@ async function loadChat() {
   const visible = data.messages.filter((m) => !m.deleted);
   visible.forEach(addMessage);
   if (!visible.length) showEmpty();
+  // A ForceReply the person has not answered yet: the reply is still open, as in a client.
+  const last = visible[visible.length - 1];
+  clearReply();
+  if (last && last.from_bot && last.force_reply) setReply(last);
   scrollToBottom();
+}
+
+// ------------------------------------------------------------------ replies
+
+function setReply(message) {
+  // What a Telegram client does for ForceReply (or the person's "Reply"): the next message
+  // sent from the composer is a reply to this one, and the bot sees reply_to_message.
+  const preview = plainText(message.photo ? message.caption : message.text).split("\n")[0];
+  state.replyTo = { id: message.id, placeholder: (message.force_reply || {}).placeholder || "" };
+  $("reply-preview").textContent = preview || "(picture)";
+  $("reply-bar").hidden = false;
+  $("text").placeholder = state.replyTo.placeholder || "Reply…";
+  $("text").focus();
+  scrollToBottom();
+}
+
+function clearReply() {
+  state.replyTo = null;
+  $("reply-bar").hidden = true;
+  $("text").placeholder = $("text").dataset.placeholder;
 }
 
 // ------------------------------------------------------------------ users
@@ -260,11 +300,13 @@ async function switchUser(userId) {
 
 // ------------------------------------------------------------------ actions
 
-async function sendText(text) {
+async function sendText(text, replyTo = null) {
   text = text.trim();
   if (!text) return;
+  const body = { user_id: state.current, text };
+  if (replyTo !== null) body.reply_to = replyTo;
   try {
-    await api("/playground/api/send", { user_id: state.current, text });
+    await api("/playground/api/send", body);
   } catch (error) {
     toast(String(error.message || error));
   }
@@ -338,15 +380,30 @@ function onInput() {
 }
 
 async function runInline(query) {
+  const seq = ++state.inlineSeq;
+  state.inlineQueryId = null;
   $("inline-panel").hidden = false;
   $("inline-title").textContent = `@${state.bot.username} ${query} — asking the bot…`;
   try {
     const answer = await api("/playground/api/inline", { user_id: state.current, query });
+    if (seq !== state.inlineSeq) return;  // a newer query (or closing the panel) replaced it
     state.inlineQueryId = answer.inline_query_id;
     state.inlineQuery = query;
+    // The bot may answer (over the event stream) before this POST returns: show that answer.
+    const early = state.earlyAnswers.get(answer.inline_query_id);
+    state.earlyAnswers.clear();
+    if (early) showInlineResults(early);
   } catch (error) {
-    $("inline-title").textContent = String(error.message || error);
+    if (seq === state.inlineSeq) $("inline-title").textContent = String(error.message || error);
   }
+}
+
+function onInlineResults(event) {
+  if (event.chat_id !== state.current) return;
+  if (event.query_id === state.inlineQueryId) return showInlineResults(event);
+  // Not (yet) the query we wait for: keep it until its POST returns (a few at most).
+  state.earlyAnswers.set(event.query_id, event);
+  while (state.earlyAnswers.size > 20) state.earlyAnswers.delete(state.earlyAnswers.keys().next().value);
 }
 
 function showInlineResults(event) {
@@ -396,7 +453,9 @@ async function chooseInline(resultId) {
 function closeInline() {
   $("inline-panel").hidden = true;
   $("inline-results").replaceChildren();
+  state.inlineSeq++;
   state.inlineQueryId = null;
+  state.earlyAnswers.clear();
 }
 
 // ------------------------------------------------------------------ live events
@@ -419,6 +478,7 @@ function onEvent(event) {
       if (event.type === "edit") editMessage(event.message);
       else addMessage(event.message);
       if (event.message.from_bot) setStatus("bot", false);
+      if (event.type === "message" && event.message.force_reply) setReply(event.message);
     } else if (event.type === "message" && event.message.from_bot) {
       state.unread.set(chatId, (state.unread.get(chatId) || 0) + 1);
     }
@@ -429,7 +489,7 @@ function onEvent(event) {
     for (const b of document.querySelectorAll(".kb-btn.pending")) b.classList.remove("pending");
     if (event.text) (event.alert ? alertBox : toast)(event.text);
   } else if (event.type === "inline_results") {
-    showInlineResults(event);
+    onInlineResults(event);
   } else if (event.type === "action" && chatId === state.current) {
     setStatus(ACTIONS[event.action] || "working…", true);
     clearTimeout(state.statusTimer);
@@ -556,6 +616,7 @@ async function refreshStats() {
 // ------------------------------------------------------------------ start
 
 async function main() {
+  $("text").dataset.placeholder = $("text").placeholder;  // restored when a reply ends
   const info = await api("/playground/api/info");
   state.bot = info.bot;
   state.users = info.users;
@@ -572,8 +633,11 @@ async function main() {
     if (inlineQueryOf(input.value) !== null) return;  // inline mode: pick a result instead
     const text = input.value;
     input.value = "";
-    sendText(text);
+    const replyTo = state.replyTo ? state.replyTo.id : null;
+    clearReply();
+    sendText(text, replyTo);
   });
+  $("reply-cancel").addEventListener("click", clearReply);
   $("text").addEventListener("input", onInput);
   $("inline-btn").addEventListener("click", () => {
     const input = $("text");

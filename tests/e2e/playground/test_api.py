@@ -23,6 +23,7 @@ from aiogram.enums import ParseMode
 from aiogram.types import (
     BufferedInputFile,
     CallbackQuery,
+    ForceReply,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     InlineQuery,
@@ -54,6 +55,15 @@ def echo_router() -> Router:
         await message.answer_photo(
             BufferedInputFile(PNG, "dot.png"), caption="<b>a</b> &lt;dot&gt;", reply_markup=keyboard
         )
+
+    @router.message(F.text == "/ask")
+    async def ask(message: Message) -> None:
+        await message.answer("Which zone?", reply_markup=ForceReply(input_field_placeholder="UTC"))
+
+    @router.message(F.reply_to_message)
+    async def replied(message: Message) -> None:
+        assert message.reply_to_message is not None
+        await message.answer(f"reply to {message.reply_to_message.message_id}")
 
     @router.message()
     async def echo(message: Message) -> None:
@@ -200,10 +210,30 @@ async def test_page_api_round_trip(running: Running) -> None:
             assert via["via"] == "horoscope_playground_bot"
             assert via["text"] == [{"type": "bold", "children": [{"text": "leo"}]}]
 
+            # A question asked with ForceReply: the page is told (it opens a reply, as a client
+            # does), and a text sent with reply_to reaches the bot as a reply.
+            await http.post(f"{base}/playground/api/send", json={"user_id": ANNA, "text": "/ask"})
+            await next_event(events, "message")
+            question = (await next_event(events, "message"))["message"]
+            assert question["force_reply"] == {"placeholder": "UTC"}
+            async with http.post(
+                f"{base}/playground/api/send",
+                json={"user_id": ANNA, "text": "Europe/Berlin", "reply_to": question["id"]},
+            ) as resp:
+                assert resp.status == 200
+            mine = (await next_event(events, "message"))["message"]
+            assert mine["reply_to"] == question["id"]
+            answer = (await next_event(events, "message"))["message"]
+            assert answer["text"] == [{"text": f"reply to {question['id']}"}]
+            assert answer["force_reply"] is None
+
         async with http.get(f"{base}/playground/api/chat/{ANNA}") as resp:
             history = (await resp.json())["messages"]
-        assert [m["from_bot"] for m in history] == [False, True, False, True, False]
+        # Texts and answers alternate; the "via @bot" message (chosen inline result) sorts last.
+        assert [m["from_bot"] for m in history] == [False, True] * 4 + [False]
         assert history[-1]["via"] == "horoscope_playground_bot"
+        # The history keeps the ForceReply, so a reloaded page can open the reply again.
+        assert [m["force_reply"] for m in history if m["force_reply"]] == [{"placeholder": "UTC"}]
 
         async with http.get(f"{base}/playground/api/stats") as resp:
             stats = await resp.json()
@@ -218,6 +248,8 @@ async def test_page_api_round_trip(running: Running) -> None:
         ("send", {"user_id": 1, "text": "hi"}, 404),  # not a playground user
         ("send", {"user_id": ANNA, "text": ""}, 400),
         ("send", {"user_id": "x", "text": "hi"}, 400),
+        ("send", {"user_id": ANNA, "text": "hi", "reply_to": "x"}, 400),
+        ("send", {"user_id": ANNA, "text": "hi", "reply_to": 999_999}, 400),  # no such message
         ("press", {"user_id": ANNA, "message_id": "x", "data": "a"}, 400),
         ("inline", ["not", "an", "object"], 400),
     ],

@@ -185,6 +185,22 @@ def test_user_message_view_and_explicit_direction() -> None:
     assert message_view(message, outgoing=True)["from_bot"] is True
 
 
+def test_force_reply_view() -> None:
+    """A ForceReply (kept aside by the double, not part of Message JSON) reaches the page."""
+    message = {
+        "message_id": 5,
+        "from": {"id": 1, "is_bot": True, "first_name": "Bot"},
+        "chat": {"id": 42, "type": "private"},
+        "date": 1,
+        "text": "Which zone?",
+    }
+    assert message_view(message)["force_reply"] is None
+    asked = {**message, "reply_keyboard": {"force_reply": True, "input_field_placeholder": "UTC"}}
+    assert message_view(asked)["force_reply"] == {"placeholder": "UTC"}
+    keyboard = {**message, "reply_keyboard": {"keyboard": [[{"text": "a"}]]}}
+    assert message_view(keyboard)["force_reply"] is None
+
+
 def test_buttons_view_of_nothing() -> None:
     assert buttons_view(None) == []
     assert buttons_view({"inline_keyboard": [[], ["junk"]]}) == []

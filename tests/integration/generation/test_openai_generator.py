@@ -92,6 +92,9 @@ async def test_success_records_tokens_and_sends_a_proper_request(
     assert "Leo" in body["messages"][1]["content"]
     assert "12 March 2025" in body["messages"][1]["content"]
     assert "400 to 800 characters" in body["messages"][1]["content"]
+    # Stored per date and read on two days: no relative day, the weekday when one is needed.
+    assert 'never write "today", "tomorrow"' in body["messages"][1]["content"]
+    assert 'say "on Wednesday"' in body["messages"][1]["content"]
 
 
 async def test_russian_prompt_and_answer(fake_llm: FakeLLM, make_gen: MakeGen) -> None:
@@ -103,6 +106,8 @@ async def test_russian_prompt_and_answer(fake_llm: FakeLLM, make_gen: MakeGen) -
     assert "Овен" in user_prompt
     assert "12 марта 2025 года" in user_prompt
     assert "от 400 до 800 символов" in user_prompt
+    assert "не пиши «сегодня», «завтра»" in user_prompt
+    assert "пиши «в среду»" in user_prompt
     assert "по-русски" in fake_llm.requests[0]["body"]["messages"][0]["content"]
 
 
@@ -112,7 +117,7 @@ async def test_markdown_is_stripped(fake_llm: FakeLLM, make_gen: MakeGen) -> Non
     assert not result.is_fallback
     for marker in ("**", "##", "`", "_", "- ", "---", "*"):
         assert marker not in result.text
-    assert result.text.startswith("Your horoscope\n\nToday: The day opens gently")
+    assert result.text.startswith("Your horoscope\n\nOverall: The day opens gently")
     assert "\nLove: A kind word" in result.text
     assert "check the numbers twice" in result.text
     assert "keep the morning for quiet tasks" in result.text
@@ -219,6 +224,7 @@ async def test_connection_refused_is_retried_then_falls_back(make_gen: MakeGen) 
         ("garbage", "invalid_response"),
         ("no_choices", "invalid_response"),
         ("ai", "refusal"),
+        ("today", "relative_day"),
         ("truncated", "truncated"),
     ],
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.domain.clock import parse_zone
+from bot.domain.clock import looks_like_zone, parse_zone, zone_for_place
 from bot.telegram.callbacks import Day, DayCB, MenuAction, MenuCB, SetCB, Setting, SignCB
 from bot.telegram.keyboards import (
     COMMON_ZONES,
@@ -35,7 +35,11 @@ def test_horoscope_keyboard_buttons() -> None:
     assert texts == ["Today", "• Tomorrow", "🔄 Change sign", "🔕 Daily push: off"]
     data = _all_data(kb)
     assert DayCB.unpack(data[0]) == DayCB(day=Day.TODAY, sign=Sign.LEO)
-    assert MenuCB.unpack(data[3]).action is MenuAction.PUSH
+    # The push button says what pressing it does: push is off, so it turns push on.
+    assert MenuCB.unpack(data[3]).action is MenuAction.PUSH_ON
+    on = horoscope_keyboard(Lang.EN, Sign.LEO, Day.TOMORROW, push_enabled=True)
+    assert on.inline_keyboard[-1][0].text == "🔔 Daily push: on"
+    assert MenuCB.unpack(_all_data(on)[3]).action is MenuAction.PUSH_OFF
     # Same inputs, same markup: what makes "not modified" detectable.
     assert kb == horoscope_keyboard(Lang.EN, Sign.LEO, Day.TOMORROW, push_enabled=False)
 
@@ -89,3 +93,43 @@ def test_garbage_callback_data_does_not_unpack(data: str) -> None:
 )
 def test_parse_zone(text: str, expected: str | None) -> None:
     assert parse_zone(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Mars/Olympus", True),
+        ("Europe/Berlin", True),
+        ("america/argentina/buenos_aires", True),
+        ("Etc/GMT+3", True),
+        ("hello world", False),
+        ("Moscow", False),
+        ("1/2", False),
+        ("https://example.com", False),
+        ("../../etc/passwd", False),
+        ("a/b", False),
+        ("", False),
+    ],
+)
+def test_looks_like_zone(text: str, expected: bool) -> None:
+    """Shaped like an IANA name: meant as a zone, so a wrong one gets the zone error."""
+    assert looks_like_zone(text) is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Moscow", "Europe/Moscow"),
+        ("new york", "America/New_York"),
+        ("New_York", "America/New_York"),
+        ("  tbilisi ", "Asia/Tbilisi"),
+        ("europe/berlin", "Europe/Berlin"),
+        ("utc", "UTC"),
+        ("Atlantis", None),
+        ("Pacific", None),
+        ("", None),
+    ],
+)
+def test_zone_for_place(text: str, expected: str | None) -> None:
+    """A city answers the bot's question for a zone (only there: see parse_zone)."""
+    assert zone_for_place(text) == expected

@@ -16,6 +16,7 @@ from bot.telegram.texts import (
     escape,
     format_date,
     horoscope_parts,
+    is_zone_question,
 )
 from db.types import Lang, Sign
 
@@ -98,3 +99,15 @@ def test_huge_text_is_cut_at_a_word() -> None:
     assert extra is not None
     assert len(extra) <= MESSAGE_LIMIT + 20  # "<b></b>" markup is not visible text
     assert extra.endswith("…")
+
+
+def test_zone_questions_are_recognised_as_received() -> None:
+    """What a received message shows (markup parsed away, the value filled in) is matched."""
+    for t in (RU, EN):
+        assert is_zone_question(t.tz_choose.replace("<code>", "").replace("</code>", ""))
+        unknown = t.tz_unknown.format(value="Mars/Olympus")
+        assert is_zone_question(unknown.replace("<code>", "").replace("</code>", ""))
+    assert not is_zone_question(EN.hint)
+    assert not is_zone_question(RU.settings)
+    assert not is_zone_question(None)
+    assert not is_zone_question("")

@@ -20,14 +20,14 @@ from db.types import Lang
 pytestmark = pytest.mark.unit
 
 GOOD_EN = (
-    "Today: The day opens gently and picks up pace after lunch. Trust your first impulse. "
+    "Overall: The day opens gently and picks up pace after lunch. Trust your first impulse. "
     "Love: A kind word goes further than a grand gesture. Work and money: A careful plan pays off, "
     "so check the numbers twice. Health: Take a walk in the evening and go to bed early. "
     "Lucky number: 7. Lucky colour: emerald."
 )
 GOOD_RU = (
-    "День: Утро начнётся спокойно, а после обеда темп ускорится. Доверяйте первому порыву. "
-    "Любовь: Доброе слово сегодня значит больше громких жестов. Работа и деньги: Продуманный план "
+    "В целом: Утро начнётся спокойно, а после обеда темп ускорится. Доверяйте первому порыву. "
+    "Любовь: Доброе слово значит больше громких жестов. Работа и деньги: Продуманный план "
     "окупится, поэтому перепроверьте цифры. Здоровье: Прогуляйтесь вечером и ложитесь пораньше. "
     "Счастливое число: 7. Цвет удачи: изумрудный."
 )
@@ -68,7 +68,14 @@ def test_clean_output_returns_clean_text_or_raises_invalid(text: str, lang: Lang
     try:
         cleaned = clean_output(text, lang=lang)
     except InvalidOutputError as exc:
-        assert exc.reason in {"empty", "refusal", "too_short", "too_long", "wrong_language"}
+        assert exc.reason in {
+            "empty",
+            "refusal",
+            "relative_day",
+            "too_short",
+            "too_long",
+            "wrong_language",
+        }
         return
     assert MIN_CHARS <= len(cleaned) <= MAX_CHARS
     assert_no_markdown(cleaned)
@@ -86,15 +93,15 @@ def test_emphasis_is_removed_but_words_kept(marker: str, good: str) -> None:
 def test_typical_markdown_answer_is_cleaned() -> None:
     answer = (
         "## Гороскоп для Овна\n\n"
-        "**День:** Утро начнётся спокойно, а после обеда темп ускорится. _Доверяйте_ порыву.\n"
-        "- **Любовь:** Доброе слово сегодня значит больше громких жестов.\n"
+        "**В целом:** Утро начнётся спокойно, а после обеда темп ускорится. _Доверяйте_ порыву.\n"
+        "- **Любовь:** Доброе слово значит больше громких жестов.\n"
         "* *Работа и деньги:* Продуманный план окупится, поэтому перепроверьте `цифры`.\n"
         "> Здоровье: Прогуляйтесь вечером и ложитесь пораньше, отдых важнее всего.\n"
         "---\n"
         "1. Счастливое число: 7. Цвет удачи: изумрудный."
     )
     cleaned = clean_output(answer, lang=Lang.RU)
-    assert cleaned.startswith("Гороскоп для Овна\n\nДень: Утро")
+    assert cleaned.startswith("Гороскоп для Овна\n\nВ целом: Утро")
     assert "\nЛюбовь: Доброе" in cleaned
     assert "\nРабота и деньги: Продуманный план" in cleaned
     assert "перепроверьте цифры." in cleaned
@@ -145,7 +152,7 @@ def test_harmless_lookalikes_are_accepted() -> None:
     [
         ("", "empty"),
         ("   \n\n ** ## --- \n", "empty"),
-        ("Today: fine.", "too_short"),
+        ("Overall: fine.", "too_short"),
         (GOOD_EN * 10, "too_long"),
     ],
 )
@@ -168,3 +175,35 @@ def test_length_is_measured_after_cleanup() -> None:
     padded = "**" * 100 + GOOD_EN[:150] + "**" * 100
     with pytest.raises(InvalidOutputError, match="too_short"):
         clean_output(padded)
+
+
+@pytest.mark.parametrize(
+    "phrase",
+    [
+        "Today brings a pleasant surprise.",
+        "Tonight is for rest.",
+        "Tomorrow's meeting goes well.",
+        "Yesterday's worry fades.",
+        "A kind word goes far this evening.",
+        "Сегодня вас ждёт приятный сюрприз.",
+        "Отложите часть сегодняшнего дохода.",
+        "Завтра всё сложится.",
+        "Завтрашняя встреча пройдёт хорошо.",
+        "Вчерашние тревоги уйдут.",
+        "Этим вечером отдохните.",
+        "Нынче звёзды благосклонны.",
+    ],
+)
+def test_words_that_count_days_from_the_reader_are_rejected(phrase: str) -> None:
+    """The text is stored per date and read on two days: "today" is wrong on one of them."""
+    for good in (GOOD_EN, GOOD_RU):
+        with pytest.raises(InvalidOutputError) as info:
+            clean_output(f"{good} {phrase}")
+        assert info.value.reason == "relative_day"
+
+
+def test_day_neutral_words_are_accepted() -> None:
+    en = GOOD_EN + " On Friday the evening favours tender words; the day ends calmly."
+    assert clean_output(en, lang=Lang.EN) == en
+    ru = GOOD_RU + " В пятницу за завтраком и вечером день пройдёт спокойно."
+    assert clean_output(ru, lang=Lang.RU) == ru

@@ -162,3 +162,68 @@ def test_sign_title() -> None:
     assert sign_title(Sign.ARIES, Lang.RU) == "Овен"
     assert sign_title(Sign.PISCES, Lang.EN) == "Pisces"
     assert len({sign_title(sign, lang) for sign in Sign for lang in Lang}) == 24
+
+
+# Words that name a day relative to the reader. A text is cached per (sign, date, lang) and read
+# on two days (as "tomorrow" the day before, as "today" on the day), so any of these is wrong on
+# one of them; the caption, composed at send time, is the only place that says which day it is.
+RELATIVE_DAY = {
+    Lang.EN: re.compile(
+        r"\b(?:today|tonight|tomorrow|yesterday|now|nowadays|this (?:morning|afternoon|evening|"
+        r"night|week)|(?:last|next) (?:night|week)|the day (?:after|before))\b",
+        re.IGNORECASE,
+    ),
+    Lang.RU: re.compile(
+        r"(?<!\w)(?:(?:после|поза)?завтра(?!к)\w*|(?:поза)?вчера\w*|сегодня\w*|сейчас|теперь|нынче|"
+        r"нынешн\w*|накануне|эт(?:им|ой) (?:утром|вечером|ночью|днём)|"
+        r"(?:на )?(?:этой|прошлой|следующей) неделе)(?!\w)",
+        re.IGNORECASE,
+    ),
+}
+WEEKDAYS = {
+    Lang.EN: ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"),
+    Lang.RU: ("понедельник", "вторник", "сред", "четверг", "пятниц", "суббот", "воскресень"),
+}
+WEEKDAY_WORD = {
+    Lang.EN: re.compile(r"\b(" + "|".join(WEEKDAYS[Lang.EN]) + r")\b", re.IGNORECASE),
+    # "сред" only in the weekday's own forms: «среда» is also "environment".
+    Lang.RU: re.compile(
+        r"(?<!\w)(понедельник\w*|вторник\w*|сред[аыуе]|четверг\w*|пятниц\w*|суббот\w*|"
+        r"воскресень\w*)(?!\w)",
+        re.IGNORECASE,
+    ),
+}
+# Two years from a Monday: every weekday of every month, a year boundary and 29 February.
+TWO_YEARS = [dt.date(2027, 12, 27) + dt.timedelta(days=i) for i in range(2 * 366 + 7)]
+
+
+@pytest.mark.parametrize("lang", list(Lang))
+def test_no_text_names_a_relative_day(lang: Lang) -> None:
+    """Every sign x date x language: no today/tomorrow/tonight..., and a weekday named is the
+    date's own, so the same text is right when read the day before and on the day."""
+    for date in TWO_YEARS:
+        own = WEEKDAYS[lang][date.weekday()]
+        for sign in Sign:
+            text = GEN.render(sign, date, lang)
+            found = RELATIVE_DAY[lang].search(text)
+            assert found is None, (sign, date, lang, found.group(0), text)
+            for word in WEEKDAY_WORD[lang].findall(text):
+                assert word.lower().startswith(own), (sign, date, lang, word, text)
+
+
+def test_day_section_label_names_no_day() -> None:
+    for lang in Lang:
+        assert RELATIVE_DAY[lang].search(" ".join(SECTION_LABELS[lang])) is None
+
+
+@pytest.mark.parametrize("lang", list(Lang))
+def test_the_weekday_shows_up(lang: Lang) -> None:
+    """The phrases that name the weekday are reached and filled in the right grammatical form."""
+    forms = {
+        Lang.EN: [r"\bThis Friday\b", r"\bthis Friday\b", r"\bFriday rewards\b"],
+        Lang.RU: [r"Эта пятница открывает", r"В эту пятницу (?:любопытство|энергия)"],
+    }[lang]
+    fridays = [d for d in TWO_YEARS if d.weekday() == 4]
+    month = " ".join(GEN.render(sign, d, lang) for d in fridays for sign in Sign)
+    for form in forms:
+        assert re.search(form, month), form
