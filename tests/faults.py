@@ -218,6 +218,9 @@ class ConnectionWatch:
     def held_by(self, task: asyncio.Task[Any] | None) -> int:
         return sum(1 for owner in self._owner.values() if owner is task)
 
+    def held_by_anyone(self) -> int:
+        return len(self._owner)
+
     def held_here(self) -> int:
         """Connections the current task holds."""
         return self.held_by(asyncio.current_task())
