@@ -12,12 +12,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from benchmarks import bot_throughput, memory, redis_down, stampede
+from benchmarks import bot_throughput, faults, memory, redis_down, stampede
 from benchmarks._env import redis_url
 from benchmarks._util import RESULTS_DIR, render_markdown, write_json
 from bot.ops import runtime
 
-NAMES = ("cache_engine", "bot_throughput", "stampede", "memory", "redis_down")
+NAMES = ("cache_engine", "bot_throughput", "stampede", "memory", "redis_down", "faults")
 
 
 async def _cache_engine(quick: bool) -> dict[str, Any]:
@@ -32,6 +32,7 @@ RUNNERS: dict[str, Callable[[bool], Awaitable[dict[str, Any]]]] = {
     "stampede": lambda quick: stampede.run(quick=quick),
     "memory": lambda quick: memory.run(quick=quick),
     "redis_down": lambda quick: redis_down.run(quick=quick),
+    "faults": lambda quick: faults.run(quick=quick),
 }
 
 
@@ -95,6 +96,17 @@ def markdown(results: dict[str, Any]) -> str:
             "(accepts, never answers) vs. cache disabled",
             "",
             render_markdown(redis_down.HEADERS, redis_down.rows(r)),
+        ]
+    if "faults" in results:
+        r = results["faults"]
+        out += [
+            "",
+            "**Faults**: through the real runner against the Bot API double, default settings"
+            f" (HOROSCOPE_DEADLINE {r['llm_hung']['deadline_s']} s, SHUTDOWN_TIMEOUT"
+            f" {r['shutdown']['default timeouts']['shutdown_timeout_s']} s); an LLM that never"
+            " answers, a Postgres behind a proxy that stops forwarding",
+            "",
+            render_markdown(faults.HEADERS, faults.rows(r)),
         ]
     return "\n".join(out) + "\n"
 

@@ -46,7 +46,14 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 TOKEN = "700000001:BENCH-local-session-token-aaaaaaaaaaaa"
 BOT_ID = 700000001
-TABLES = ("users", "image_assets", "horoscopes", "horoscope_views", "applied_batches")
+TABLES = (
+    "users",
+    "image_assets",
+    "horoscopes",
+    "horoscope_views",
+    "applied_batches",
+    "generation_claims",
+)
 
 
 def redis_url() -> str:

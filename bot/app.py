@@ -30,6 +30,7 @@ from bot.domain.services.images import ASSETS_DIR, ImageSender, RepositoryFileId
 from bot.domain.services.stats import StatsService
 from bot.domain.services.throttle import Throttle
 from bot.ops.metrics import REGISTRY
+from bot.ops.outages import OUTAGES, REDIS
 from bot.telegram.context import AppContext
 from bot.telegram.handlers import routers
 from bot.telegram.middlewares import ContextMiddleware, UnitOfWorkMiddleware, UserMiddleware
@@ -64,6 +65,20 @@ def build_bot(settings: Settings) -> Bot:
     )
 
 
+def _report_redis_outages(cache: CacheAside) -> None:
+    """The cache's breaker opening / closing is Redis going down / coming back: one WARNING,
+    one INFO (bot/ops/outages.py), next to the metrics gauge the cache already feeds."""
+    gauge = cache.breaker.on_change
+    report = OUTAGES.breaker_hook(REDIS)
+
+    def on_change(state: int) -> None:
+        if gauge is not None:
+            gauge(state)
+        report(state)
+
+    cache.breaker.on_change = on_change
+
+
 def build_app(
     settings: Settings,
     stores: StoresLike,
@@ -89,6 +104,7 @@ def build_app(
         metrics=metrics or CacheMetrics(REGISTRY),
         op_timeout=max(settings.redis_socket_timeout, 0.05),
     )
+    _report_redis_outages(cache)
     keyspace = KeySpace(settings.cache_prefix, settings.cache_schema_version)
     data = DataContext(
         cache=cache, keys=keyspace, session_factory=stores.session_factory, tz=settings.tz

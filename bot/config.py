@@ -79,7 +79,18 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(5, ge=1, le=100)
     db_max_overflow: int = Field(10, ge=0, le=200)
     db_pool_recycle: int = Field(3600, ge=30)
-    db_pool_timeout: float = Field(10.0, gt=0)
+    db_pool_timeout: float = Field(2.0, gt=0, description="seconds to wait for a free connection")
+    db_connect_timeout: float = Field(2.0, gt=0, description="seconds to open a connection")
+    db_command_timeout: float = Field(3.0, gt=0, description="client-side limit of any command")
+    db_statement_timeout: float = Field(
+        2.5, gt=0, description="server-side statement_timeout (a little under the command's)"
+    )
+    db_bulkhead: int = Field(
+        32, ge=1, description="connections held or awaited for updates at once (the rest wait)"
+    )
+    db_bulkhead_wait: float = Field(
+        0.25, ge=0, description="seconds an update waits for a bulkhead slot, then try again"
+    )
     #: DATABASE_URL points at PgBouncer in transaction pooling: no prepared-statement caches,
     #: unique statement names, migrations in one transaction (db/engine.py, db/migrate.py)
     db_pgbouncer: bool = False
@@ -103,6 +114,9 @@ class Settings(BaseSettings):
     llm_api_key_file: Path | None = None
     llm_model: str = "gpt-4o-mini"
     llm_timeout: float = Field(20.0, gt=0)
+    horoscope_deadline: float = Field(
+        4.0, gt=0, description="seconds a person waits for a generation; then the built-in text"
+    )
 
     # Jobs (times of day in BOT_TIMEZONE, HH:MM)
     precompute_times: Annotated[tuple[dt.time, ...], NoDecode] = (dt.time(0, 5), dt.time(20, 0))
@@ -110,6 +124,12 @@ class Settings(BaseSettings):
     flush_last_seen_seconds: int = Field(60, ge=1)
     push_rate_per_second: float = Field(25.0, gt=0, le=30)
     scheduler_enabled: bool = True
+    max_concurrent_updates: int = Field(
+        64, ge=2, le=10_000, description="updates handled at once (back-pressure beyond)"
+    )
+    shutdown_timeout: float = Field(
+        15.0, ge=5, description="seconds from SIGTERM to exit, whatever Postgres does"
+    )
 
     # Operations
     log_format: Literal["json", "console"] = "json"
@@ -208,6 +228,15 @@ class Settings(BaseSettings):
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"not host:port: {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _bulkhead_below_update_limit(self) -> Settings:
+        if self.db_bulkhead >= self.max_concurrent_updates:
+            raise ValueError(
+                "DB_BULKHEAD must be below MAX_CONCURRENT_UPDATES (updates stuck on Postgres"
+                " must never hold every update slot)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _secrets_from_files(self) -> Settings:

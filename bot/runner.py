@@ -9,6 +9,12 @@ polling. Shutdown on SIGINT/SIGTERM is the reverse: stop polling (no new updates
 handlers still running, stop the jobs (which flush the view and last-seen buffers once more),
 flush buffers ourselves when there are no jobs, stop the metrics server, close the bot session,
 and finally the pools (open_stores' exit).
+
+Shutdown is bounded: the process exits within SHUTDOWN_TIMEOUT seconds of the signal whatever
+Postgres (or Redis, or Telegram) does. Each step gets what is left of that budget, minus a
+reserve for closing the pools (bot.ops.stores.CLOSE_TIMEOUT) and the rest. A final flush that
+Postgres keeps waiting is cut short: its counters stay in Redis as a pending batch and the
+next start flushes them exactly once (cache/buffers.py).
 """
 
 from __future__ import annotations
@@ -30,17 +36,21 @@ from bot.app import AppContext, build_app
 from bot.config import ConfigError, Settings
 from bot.ops import runtime
 from bot.ops.health import start_health_server
-from bot.ops.stores import LocalServers, Stores, open_stores
+from bot.ops.stores import CLOSE_TIMEOUT, LocalServers, Stores, close_quietly, open_stores
 from db.types import Lang
 from jobs.deps import JobDeps
 from jobs.scheduler import start_jobs
 
 log = structlog.get_logger(__name__)
 
-#: How long shutdown waits for handlers that are still answering someone.
+#: How long shutdown waits (at most) for handlers that are still answering someone.
 HANDLER_GRACE = 10.0
-#: Updates handled at once; beyond this polling waits (back-pressure instead of a pile-up).
+#: Updates handled at once by default (MAX_CONCURRENT_UPDATES); beyond it polling waits.
 MAX_CONCURRENT_UPDATES = 64
+#: Seconds each of the metrics server, the cache and the bot session get to close.
+_QUICK_CLOSE = 0.5
+#: Seconds of SHUTDOWN_TIMEOUT kept for those three and the two pools (open_stores' exit).
+CLOSING_RESERVE = 3 * _QUICK_CLOSE + 2 * CLOSE_TIMEOUT
 
 COMMANDS: dict[Lang, list[tuple[str, str]]] = {
     Lang.RU: [
@@ -133,10 +143,26 @@ async def flush_buffers(app: AppContext) -> None:
         log.exception("last_seen_flush_failed")
 
 
+class _Budget:
+    """What is left of SHUTDOWN_TIMEOUT, on the event loop's clock."""
+
+    def __init__(self, seconds: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.until = self._loop.time() + seconds
+
+    def left(self, reserve: float = 0.0) -> float:
+        return max(0.0, self.until - reserve - self._loop.time())
+
+
 async def serve(settings: Settings, stores: Stores, stop: asyncio.Event) -> int:
-    """Run the bot on open stores until ``stop`` is set; returns the exit code."""
+    """Run the bot on open stores until ``stop`` is set; returns the exit code.
+
+    Returns within ``settings.shutdown_timeout`` seconds of ``stop`` minus the pools' share
+    (open_stores closes those), whatever the stores do.
+    """
     bot, dp, app = build_app(settings, stores)
     health = jobs = None
+    budget: _Budget | None = None
     conflict = _ConflictSpotter()
     logging.getLogger("aiogram.dispatcher").addFilter(conflict)
     try:
@@ -160,33 +186,42 @@ async def serve(settings: Settings, stores: Stores, stop: asyncio.Event) -> int:
                 bot,
                 handle_signals=False,
                 close_bot_session=False,
-                tasks_concurrency_limit=MAX_CONCURRENT_UPDATES,
+                tasks_concurrency_limit=settings.max_concurrent_updates,
             )
         )
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({polling, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        log.info("stopping")
+        budget = _Budget(settings.shutdown_timeout)
+        log.info("stopping", within_seconds=settings.shutdown_timeout)
         if polling not in done:
             with contextlib.suppress(RuntimeError):
                 await dp.stop_polling()
         stopper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await polling
-        left = await app.wait_inflight(HANDLER_GRACE)
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            async with asyncio.timeout(budget.left(CLOSING_RESERVE)):
+                await polling
+        left = await app.wait_inflight(min(HANDLER_GRACE, budget.left(CLOSING_RESERVE) / 2))
         if left:
             log.warning("handlers_unfinished_at_shutdown", count=left)
         return 0
     finally:
+        if budget is None:  # start-up failed or was interrupted: the same bound from now
+            budget = _Budget(settings.shutdown_timeout)
         runtime.thaw_heap()
         logging.getLogger("aiogram.dispatcher").removeFilter(conflict)
+        await app.horoscopes.repo.aclose()  # background generations: their leases run out
         if jobs is not None:
-            await jobs.shutdown()  # flushes both buffers
+            await jobs.shutdown(timeout=budget.left(CLOSING_RESERVE))  # flushes both buffers
         else:
-            await flush_buffers(app)
+            try:
+                async with asyncio.timeout(budget.left(CLOSING_RESERVE)):
+                    await flush_buffers(app)
+            except TimeoutError:
+                log.warning("final_flush_cut_short", note="counters stay in Redis for next run")
         if health is not None:
-            await health.stop()
-        await app.cache.aclose()
-        await bot.session.close()
+            await close_quietly("health", health.stop, timeout=_QUICK_CLOSE)
+        await close_quietly("cache", app.cache.aclose, timeout=_QUICK_CLOSE)
+        await close_quietly("bot_session", bot.session.close, timeout=_QUICK_CLOSE)
 
 
 #: What wraps the bot in the playground: it gets ``run_bot`` and returns its exit code.

@@ -21,7 +21,7 @@ async def temporary_database(
 ) -> AsyncIterator[str]:
     """A database ``<name_prefix>_<10 hex>`` on ``server_url``'s server, migrated to head; its
     URL (the server URL's driver and credentials) is yielded, the database dropped after."""
-    import asyncpg  # type: ignore[import-untyped]
+    import asyncpg
 
     from db.migrate import upgrade
 

@@ -2,13 +2,20 @@
 
 Why a Redis lease lock per job: with N bot processes each scheduling the same jobs, a run must
 happen in one of them. ``SET NX PX`` with a token (cache.lock.RedisLock) elects the leader of
-*this run*; the lease is extended while the job runs (a long precompute keeps it) and expires
-on its own when the holder dies, so a crashed leader never blocks the next run for long. The
-jobs are idempotent anyway (conditional UPDATE for pushes, ON CONFLICT for horoscopes,
-exactly-once batches for flushes), so the lock saves work and Telegram quota, not correctness.
+*this run*. The lease is short (LEADER_LEASE, 10 s) and extended every third of it while the
+job runs (a long precompute keeps it), so a crashed leader blocks the next run for seconds, not
+for a dozen runs; a clean stop releases it (the job ends or is cancelled, and ``hold`` deletes
+the key on the way out). The jobs are idempotent anyway (conditional UPDATE for pushes, ON
+CONFLICT for horoscopes, exactly-once batches for flushes), so the lock saves work and Telegram
+quota, not correctness; that is why the start-up and shutdown flushes run with ``lock=False``.
 
 When Redis cannot be asked at all, the job runs without the lock rather than not at all: the
 idempotency above makes a double run harmless, while a skipped push would be a missed day.
+
+A run that fails because Redis or Postgres is unavailable is not an ERROR with a traceback each
+time: the outage tracker (bot/ops/outages.py) logs one WARNING when the dependency goes down and
+one INFO when the job succeeds again; the failures in between are counted
+(``bot_dependency_failures_total``). Any other failure is logged as ``job_failed`` (ERROR).
 """
 
 from __future__ import annotations
@@ -25,14 +32,18 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bot.ops.metrics import JOB_LAST_SUCCESS, JOB_RUNS, JOB_SECONDS
+from bot.ops.outages import OUTAGES, REDIS, Outages, dependency_of
 from cache.keys import KeySpace
 from cache.lock import RedisLock
 
-__all__ = ["JobOutcome", "JobRunner"]
+__all__ = ["LEADER_LEASE", "JobOutcome", "JobRunner"]
 
 log = structlog.get_logger(__name__)
 
 JobFunc = Callable[[], Awaitable[Any]]
+
+#: Seconds a leader lock lives without renewal (renewed every third of it while the job runs).
+LEADER_LEASE = 10.0
 
 
 class JobOutcome(enum.StrEnum):
@@ -55,14 +66,18 @@ class JobRunner:
         redis: Redis | None,
         keyspace: KeySpace,
         *,
-        lease: float = 30.0,
+        lease: float = LEADER_LEASE,
         monotonic: Callable[[], float] = time.perf_counter,
+        outages: Outages | None = None,
     ) -> None:
         self.redis = redis
         self.keyspace = keyspace
         self.lease = lease
         self._monotonic = monotonic
+        self.outages = outages if outages is not None else OUTAGES
         self.running: dict[asyncio.Task[Any], str] = {}
+        #: job name -> the dependency its last run failed on (its next success reports it back)
+        self._failing: dict[str, str] = {}
 
     def lock_key(self, name: str) -> str:
         return self.keyspace.key("leader", name)
@@ -76,8 +91,13 @@ class JobRunner:
         try:
             acquired: bool | None = await lock.acquire()
         except (RedisError, OSError) as exc:
-            log.warning("job_lock_unavailable", error=repr(exc), note="running without the lock")
+            # Counted, and logged once per outage; the job runs without the lock.
+            self.outages.failed(REDIS, "leader_lock", exc)
+            log.debug("job_lock_unavailable", error=repr(exc), note="running without the lock")
             acquired = None
+        else:
+            if self.outages.is_down(REDIS):
+                self.outages.recovered(REDIS)
         if acquired is None:
             yield True
             return
@@ -116,8 +136,14 @@ class JobRunner:
             outcome = JobOutcome.CANCELLED
             log.warning("job_cancelled")
             raise
-        except Exception:
-            log.exception("job_failed")
+        except Exception as exc:
+            dependency = dependency_of(exc)
+            if dependency is None:
+                log.exception("job_failed")
+            else:  # an outage: one WARNING when it starts (the tracker), a counter per run
+                self._failing[name] = dependency[0]
+                self.outages.failed(dependency[0], dependency[1], exc)
+                log.debug("job_failed_dependency_down", dependency=dependency[0], error=repr(exc))
             return outcome
         finally:
             elapsed = self._monotonic() - started
@@ -126,6 +152,9 @@ class JobRunner:
                 JOB_SECONDS.labels(task=name).observe(elapsed)
             if outcome is JobOutcome.OK:
                 JOB_LAST_SUCCESS.labels(task=name).set(time.time())
+                failed_on = self._failing.pop(name, None)
+                if failed_on is not None:
+                    self.outages.recovered(failed_on)
         log.info("job_done", seconds=round(elapsed, 3), result=_summary(result))
         return outcome
 

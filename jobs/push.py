@@ -16,7 +16,8 @@ Rules, and why:
   (Settings.push_rate_per_second, 25/s, under Telegram's ~30/s), the re-upload after a rejected
   file_id included. A 429 pauses the whole bucket for ``retry_after``, then the
   same user is tried again: Telegram's answer is about the bot, not about one chat.
-* **A push is not a view.** The text is read with ``count_view=False``.
+* **A push is not a view.** The text is read with ``HoroscopeRepository.for_job``, which
+  never counts one (and never makes a person asking for the same text wait on the push).
 """
 
 from __future__ import annotations
@@ -120,9 +121,9 @@ class _PushRun:
         key = (sign, date, lang)
         task = self._texts.get(key)
         if task is None or (task.done() and task.exception() is not None):
-            task = asyncio.ensure_future(
-                self.horoscopes.get_or_generate(sign, date, lang, count_view=False)
-            )
+            # for_job, not get_or_generate: people asking for the same text meanwhile must not
+            # wait on the push's load, which has no deadline (the model's whole budget).
+            task = asyncio.ensure_future(self.horoscopes.for_job(sign, date, lang))
             self._texts[key] = task
         return task
 

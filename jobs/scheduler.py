@@ -8,6 +8,12 @@ a busy loop or a suspended laptop still happens if it is less than a minute late
 
 Every job goes through JobRunner (jobs/leader.py): leader lock, ``job=<name>`` log context,
 metrics, and no exception ever reaches the scheduler.
+
+The buffer flushes are exactly-once by their batch protocol (cache/buffers.py), so two of them
+need no leadership: the one at start-up (leftovers of a crashed or cut-short process: it must
+not wait for the dead process's leader lease) and the one at shutdown. The shutdown is bounded
+(``JobsHandle.shutdown(timeout)``): a flush that Postgres keeps waiting is cancelled, and what it
+had not applied stays in Redis as a pending batch, applied exactly once by the next flush.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from jobs.maintenance import flush_last_seen, flush_views, warm_file_ids
 from jobs.precompute import PrecomputeReport, run_precompute
 
 __all__ = [
+    "FLUSH_JOBS",
     "JOB_DEFAULTS",
     "JobsHandle",
     "create_scheduler",
@@ -40,6 +47,9 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 JOB_DEFAULTS: dict[str, Any] = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 60}
+
+#: The buffer flushes (exactly-once, so they may run anywhere, any number of times).
+FLUSH_JOBS = ("flush_views", "flush_last_seen")
 
 #: Second of the minute the push runs at: a little after the minute turns, so a user whose
 #: push time is 09:00 is due (push_time <= local time) even with a slightly early timer.
@@ -125,26 +135,32 @@ class JobsHandle:
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     _stopped: bool = False
 
-    def spawn(self, name: str, func: Callable[[], Awaitable[Any]]) -> asyncio.Task[JobOutcome]:
+    def spawn(
+        self, name: str, func: Callable[[], Awaitable[Any]], *, lock: bool = True
+    ) -> asyncio.Task[JobOutcome]:
         """Run a job once in the background (through the runner), tracked for shutdown."""
-        task = asyncio.create_task(self.runner.run(name, func), name=f"job:{name}")
+        task = asyncio.create_task(self.runner.run(name, func, lock=lock), name=f"job:{name}")
         self.background.add(task)
         task.add_done_callback(self.background.discard)
         return task
 
-    async def shutdown(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
-        """Stop scheduling, let a running job finish (up to ``timeout`` s, then cancel it:
-        its lock is released on the way out), then flush both buffers once."""
+    async def shutdown(self, timeout: float = 10.0) -> bool:  # noqa: ASYNC109
+        """Stop scheduling, let running jobs finish (up to half of ``timeout``, then cancel
+        them: their locks are released on the way out), then flush both buffers once, without
+        the leader lock, in what is left of ``timeout``. Returns False when the flush did not
+        finish in time (the counters stay in Redis for the next run)."""
         if self._stopped:
-            return
+            return True
         self._stopped = True
+        loop = asyncio.get_running_loop()
+        until = loop.time() + timeout
         scheduler = self.scheduler
         if scheduler is not None and scheduler.running:
             scheduler.pause()  # no new runs; the executor would cancel running ones outright
         running = set(self.runner.running) | {t for t in self.background if not t.done()}
         if running:
             log.info("jobs_waiting_at_shutdown", jobs=sorted(self.runner.running.values()))
-            _, pending = await asyncio.wait(running, timeout=timeout)
+            _, pending = await asyncio.wait(running, timeout=timeout / 2)
             for task in pending:
                 task.cancel()
             if pending:
@@ -153,13 +169,24 @@ class JobsHandle:
                     jobs=sorted(self.runner.running.get(t, t.get_name()) for t in pending),
                 )
                 with contextlib.suppress(Exception):
-                    await asyncio.wait(pending, timeout=2.0)
+                    await asyncio.wait(pending, timeout=max(0.0, min(2.0, until - loop.time())))
         if scheduler is not None and scheduler.running:
             scheduler.shutdown(wait=False)
         funcs = job_functions(self.deps)
-        for name in ("flush_views", "flush_last_seen"):
-            await self.runner.run(name, funcs[name])
+        flushed = True
+        try:
+            async with asyncio.timeout_at(until):
+                for name in FLUSH_JOBS:
+                    await self.runner.run(name, funcs[name], lock=False)
+        except TimeoutError:
+            flushed = False
+            log.warning(
+                "final_flush_cut_short",
+                seconds=timeout,
+                note="counters not flushed stay in Redis; the next start flushes them once",
+            )
         log.info("jobs_stopped")
+        return flushed
 
 
 def log_schedule(scheduler: AsyncIOScheduler, tz: dt.tzinfo) -> None:
@@ -175,21 +202,28 @@ def log_schedule(scheduler: AsyncIOScheduler, tz: dt.tzinfo) -> None:
 
 
 async def start_jobs(deps: JobDeps, *, runner: JobRunner | None = None) -> JobsHandle:
-    """Warm file_ids, start the scheduler, and precompute in the background.
+    """Warm file_ids, start the scheduler, and precompute and flush leftovers in the
+    background.
 
     Returns at once after the warm-up (one query, one pipeline): precompute may take a while
     with an LLM generator, and the bot should answer meanwhile (a miss generates on demand).
-    With SCHEDULER_ENABLED=false nothing is scheduled, but shutdown still flushes the buffers.
+    With SCHEDULER_ENABLED=false nothing is scheduled, but the buffers are still flushed at
+    start-up and at shutdown.
     """
     runner = runner or JobRunner(deps.redis, deps.keyspace)
     funcs = job_functions(deps)
     await runner.run("warm_file_ids", funcs["warm_file_ids"])
     if not deps.settings.scheduler_enabled:
         log.info("scheduler_disabled")
-        return JobsHandle(deps=deps, runner=runner, scheduler=None)
-    scheduler = create_scheduler(deps, runner=runner)
-    scheduler.start()
-    handle = JobsHandle(deps=deps, runner=runner, scheduler=scheduler)
-    log_schedule(scheduler, deps.settings.tz)
-    handle.spawn("precompute", funcs["precompute"])
+        handle = JobsHandle(deps=deps, runner=runner, scheduler=None)
+    else:
+        scheduler = create_scheduler(deps, runner=runner)
+        scheduler.start()
+        handle = JobsHandle(deps=deps, runner=runner, scheduler=scheduler)
+        log_schedule(scheduler, deps.settings.tz)
+        handle.spawn("precompute", funcs["precompute"])
+    # Leftovers of a previous process (a crash, a shutdown cut short): flushed now, without
+    # waiting for its leader lease to run out (exactly-once needs no leader).
+    for name in FLUSH_JOBS:
+        handle.spawn(name, funcs[name], lock=False)
     return handle

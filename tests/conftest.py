@@ -29,7 +29,14 @@ from db.testing import temporary_database
 pytest_plugins = ["tests.servers.fixtures"]
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLES = ("users", "image_assets", "horoscopes", "horoscope_views", "applied_batches")
+TABLES = (
+    "users",
+    "image_assets",
+    "horoscopes",
+    "horoscope_views",
+    "applied_batches",
+    "generation_claims",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

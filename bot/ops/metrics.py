@@ -72,3 +72,28 @@ PUSHES = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+DEPENDENCY_FAILURES = Counter(
+    "bot_dependency_failures_total",
+    "Failures attributed to a dependency (redis, postgres), by dependency and reason; the log"
+    " says only when one goes down and when it is back.",
+    ["dependency", "reason"],
+    registry=REGISTRY,
+)
+DEPENDENCY_UP = Gauge(
+    "bot_dependency_up",
+    "1 while a dependency answers, 0 from its first failure until it answers again.",
+    ["dependency"],
+    registry=REGISTRY,
+)
+DB_REJECTED = Counter(
+    "bot_db_rejected_total",
+    "Postgres checkouts refused at once, by reason (open: breaker, busy: bulkhead full, pool:"
+    " no free connection in time, connect/timeout/lost: Postgres did not answer).",
+    ["reason"],
+    registry=REGISTRY,
+)
+DB_BREAKER_STATE = Gauge(
+    "bot_db_breaker_state",
+    "State of the Postgres circuit breaker (0 closed, 1 open, 2 half-open).",
+    registry=REGISTRY,
+)

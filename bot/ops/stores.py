@@ -10,8 +10,9 @@ starting servers of its own.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +24,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.config import ConfigError, Settings
+from bot.ops.metrics import DB_BREAKER_STATE, DB_REJECTED
+from bot.ops.outages import OUTAGES, POSTGRES
+from cache.breaker import CircuitBreaker
 from cache.client import create_redis
 from db.engine import create_engine, create_session_factory
+from db.guard import PostgresGuard
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +50,61 @@ class Stores:
     database_url: str
     redis_url: str
     embedded: Any = None
+
+
+#: Seconds the pools get to close at the end; a hung Postgres must not keep the process alive.
+CLOSE_TIMEOUT = 1.5
+
+
+def build_guard(settings: Settings) -> PostgresGuard:
+    """The Postgres breaker and bulkhead of the bot's engine, reporting to metrics and to the
+    outage log (bot/ops/outages.py)."""
+    breaker = CircuitBreaker(failure_threshold=3, cooldown=5.0)
+    hook = OUTAGES.breaker_hook(POSTGRES)
+
+    def on_change(state: int) -> None:
+        DB_BREAKER_STATE.set(state)
+        hook(state)
+
+    breaker.on_change = on_change
+    return PostgresGuard(
+        breaker=breaker,
+        limit=settings.db_bulkhead,
+        wait=settings.db_bulkhead_wait,
+        on_reject=lambda reason: DB_REJECTED.labels(reason).inc(),
+    )
+
+
+def bot_engine(database_url: str, settings: Settings) -> AsyncEngine:
+    """The engine with the bot's pool, timeouts and guard (the app, the jobs, the CLI)."""
+    return create_engine(
+        database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_recycle=settings.db_pool_recycle,
+        pool_timeout=settings.db_pool_timeout,
+        connect_timeout=settings.db_connect_timeout,
+        command_timeout=settings.db_command_timeout,
+        statement_timeout=settings.db_statement_timeout,
+        guard=build_guard(settings),
+        pgbouncer=settings.db_pgbouncer,
+    )
+
+
+async def close_quietly(
+    what: str,
+    close: Callable[[], Awaitable[Any]],
+    timeout: float = CLOSE_TIMEOUT,  # noqa: ASYNC109
+) -> None:
+    """Await ``close()`` for at most ``timeout`` s: a store that hangs is left behind (its
+    sockets die with the process) rather than keeping the process from exiting."""
+    try:
+        async with asyncio.timeout(timeout):
+            await close()
+    except TimeoutError:
+        log.warning("store_close_timed_out", store=what, seconds=timeout)
+    except Exception as exc:
+        log.warning("store_close_failed", store=what, error=repr(exc))
 
 
 def _safe(url: str) -> str:
@@ -88,14 +148,7 @@ async def open_stores(
             from db.migrate import upgrade
 
             await upgrade(database_url, pgbouncer=settings.db_pgbouncer)
-        engine = create_engine(
-            database_url,
-            pool_size=settings.db_pool_size,
-            max_overflow=settings.db_max_overflow,
-            pool_recycle=settings.db_pool_recycle,
-            pool_timeout=settings.db_pool_timeout,
-            pgbouncer=settings.db_pgbouncer,
-        )
+        engine = bot_engine(database_url, settings)
         redis = create_redis(
             redis_url,
             socket_timeout=settings.redis_socket_timeout,
@@ -113,9 +166,9 @@ async def open_stores(
         )
     finally:
         if redis is not None:
-            await redis.aclose()
+            await close_quietly("redis", redis.aclose)
         if engine is not None:
-            await engine.dispose()
+            await close_quietly("postgres", engine.dispose)
         if stack is not None:
             stack.__exit__(None, None, None)
         log.info("stores_closed")

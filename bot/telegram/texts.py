@@ -84,6 +84,8 @@ class Texts:
     hint: str
     throttled: str
     error: str
+    #: Postgres is unavailable (down, hung, overloaded): nothing the person did wrong
+    try_again_later: str
     inline_article_title: str
     inline_no_match: str
     months: tuple[str, ...]
@@ -153,6 +155,8 @@ RU = Texts(
     hint="Не понял вас. /today — гороскоп на сегодня, /sign — сменить знак, /help — справка.",
     throttled="Не так быстро 🙂 Подождите секунду.",
     error="Что-то пошло не так. Попробуйте ещё раз.",
+    try_again_later="Сейчас я не могу это сделать: у меня технические неполадки. "
+    "Попробуйте через минуту.",
     inline_article_title="{sign} — гороскоп на сегодня",
     inline_no_match="Нет такого знака",
     months=(
@@ -235,6 +239,8 @@ EN = Texts(
     hint="I didn't get that. /today — today's horoscope, /sign — change sign, /help — help.",
     throttled="Not so fast 🙂 Give me a second.",
     error="Something went wrong. Please try again.",
+    try_again_later="I can't do that right now: I'm having technical trouble. "
+    "Please try again in a minute.",
     inline_article_title="{sign} — today's horoscope",
     inline_no_match="No such sign",
     months=(

@@ -71,3 +71,19 @@ class AppliedBatch(Base):
     kind: Mapped[str] = mapped_column(String(32))
     item_count: Mapped[int] = mapped_column(Integer, server_default="0")
     applied_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+
+class GenerationClaim(Base):
+    """Who is generating a text right now: one row per key, with a lease.
+
+    Taken in a short transaction before an LLM call and deleted in the one that stores the text,
+    so one generation per key happens across processes without holding a Postgres connection
+    (or an advisory lock, which needs one) while the model thinks. A holder that dies leaves a
+    row whose lease runs out; the next claimant takes it over. See HoroscopeRepository.
+    """
+
+    __tablename__ = "generation_claims"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    token: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[dt.datetime] = mapped_column()

@@ -22,9 +22,9 @@ from redis.asyncio import Redis
 
 from bot.app import AppContext, build_app
 from bot.config import Settings
-from bot.ops.stores import Stores
+from bot.ops.stores import Stores, bot_engine
 from cache import create_redis
-from db.engine import create_engine, create_session_factory
+from db.engine import create_session_factory
 from devtools.botapi import BotAPIServer
 from tests.helpers import FakeGenerator
 
@@ -78,7 +78,8 @@ class Harness:
         return event
 
     async def start(self, **build: Any) -> None:
-        engine = create_engine(self.database_url, pool_size=5, max_overflow=10)
+        # The bot's own engine: its pool, timeouts and Postgres guard come from the settings.
+        engine = bot_engine(self.database_url, self.settings)
         redis = create_redis(self.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
         self.stores = Stores(
             engine=engine,

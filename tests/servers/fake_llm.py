@@ -4,8 +4,8 @@
 last entry repeats); ``fake.mode = "hang"`` replaces the script with that one mode. Modes:
 
 - answers: ``ok`` (GOOD_EN), ``ok_ru`` (GOOD_RU), ``auto`` (GOOD_RU when the prompt has Cyrillic,
-  else GOOD_EN: for a bot asking in both languages), ``markdown``, ``ai`` (an "As an AI" refusal), ``today`` (says "today"),
-  ``truncated`` (finish_reason=length), ``no_choices``;
+  else GOOD_EN: for a bot asking in both languages), ``markdown``, ``ai`` (an "As an AI" refusal),
+  ``today`` (says "today"), ``truncated`` (finish_reason=length), ``no_choices``;
 - timing: ``slow`` (the ``auto`` answer after ``delay`` seconds), ``hang`` (no answer at all until
   ``release()`` or shutdown);
 - failures: ``500``, ``503``, ``429`` (Retry-After: 0.3), ``429_long`` (Retry-After: 3600),

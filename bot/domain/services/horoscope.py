@@ -21,6 +21,7 @@ from aiogram.types import InlineKeyboardMarkup, Message
 
 from bot.config import Settings
 from bot.domain.clock import Clock, local_date
+from bot.domain.generation.template import TemplateGenerator
 from bot.domain.services.images import ImageSender, RepositoryFileIds, SentPhoto
 from bot.telegram.api import is_harmless, is_not_modified, with_retry
 from bot.telegram.callbacks import Day
@@ -79,7 +80,11 @@ class HoroscopeService:
         self.settings = settings
         self.data = data
         self.cache: CacheAside = data.cache
-        self.repo = HoroscopeRepository(data, generator)
+        # A person waits at most HOROSCOPE_DEADLINE for the generator, then gets the built-in
+        # text while the generation finishes in the background (db/repositories/horoscopes.py).
+        self.repo = HoroscopeRepository(
+            data, generator, deadline=settings.horoscope_deadline, stand_in=TemplateGenerator()
+        )
         self.views = HoroscopeViewRepository(data)
         self.images = images
         self.file_ids = file_ids

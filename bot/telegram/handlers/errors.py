@@ -2,7 +2,10 @@
 
 Expected Telegram answers are not errors: the user blocked the bot (403: turn their push off),
 the target message is gone or unchanged, a 429 that persisted after the one retry (the update is
-dropped; answering would be another 429). Anything else is logged once with a summary of the
+dropped; answering would be another 429). Postgres unavailable (down, hung, overloaded: the
+guard of db/guard.py says so at once) is not a bug either: the person is asked to try again in a
+minute, in their language, and the log gets one INFO line (the outage itself is reported once by
+bot/ops/outages.py). Anything else is logged once with a summary of the
 update (never the token: the log pipeline masks it anyway) and the person gets "something went
 wrong, try again" once; a failure to say so is swallowed.
 """
@@ -20,6 +23,7 @@ from bot.ops.metrics import UPDATES
 from bot.telegram.api import is_harmless
 from bot.telegram.handlers.common import RouterFactory
 from bot.telegram.texts import Texts, texts
+from db.guard import is_unavailable
 
 if TYPE_CHECKING:
     from bot.telegram.context import AppContext
@@ -79,14 +83,29 @@ async def on_error(event: ErrorEvent, bot: Bot, app: AppContext, **data: Any) ->
     if isinstance(exc, TelegramRetryAfter):
         log.warning("update_dropped_rate_limited", retry_after=exc.retry_after, **info)
         return True
+    t: Texts = data.get("t") or texts(
+        app.horoscopes.lang_for(None, getattr(info_user(update), "language_code", None))
+    )
+    if is_unavailable(exc):
+        log.info("update_db_unavailable", error=repr(exc), **info)
+        await _apologise(bot, update, t.try_again_later)
+        return True
     app.errors += 1
     log.error("update_failed", exc_info=exc, **info)
-    t: Texts = data.get("t") or texts(app.settings.default_lang)
+    await _apologise(bot, update, t.error)
+    return True
+
+
+def info_user(update: Update) -> Any:
+    """The Telegram user of the update (their language when the bot has no row for them)."""
+    return getattr(update.event, "from_user", None)
+
+
+async def _apologise(bot: Bot, update: Update, text: str) -> None:
     try:
         if update.callback_query is not None:
-            await bot.answer_callback_query(update.callback_query.id, text=t.error)
+            await bot.answer_callback_query(update.callback_query.id, text=text)
         elif update.message is not None:
-            await bot.send_message(update.message.chat.id, t.error)
+            await bot.send_message(update.message.chat.id, text)
     except Exception as err:  # saying sorry must not raise a second error
         log.info("error_notice_failed", error=repr(err))
-    return True

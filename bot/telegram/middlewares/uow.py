@@ -7,6 +7,10 @@ successful commit delete the cache entries the transaction made stale
 (``flush_invalidations``): deleting before the commit would let a concurrent reader put the
 old row back.
 
+The whole update runs in ``db.guard.update_scope()``: every connection it takes (its own or one
+of the cache loads it starts) counts against the Postgres bulkhead, so updates stuck on a hung
+Postgres can never take every update slot from updates answered from Redis.
+
 Handlers that write and then talk to Telegram or load other data call ``await uow.commit()``
 in between: an open transaction pins a pooled connection, and a burst of updates each pinning
 one while waiting for a shared load (which needs a connection of its own) would drain the pool.
@@ -22,6 +26,7 @@ from aiogram.types import TelegramObject
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cache import flush_invalidations
+from db.guard import update_scope
 from db.repositories import Repositories
 
 if TYPE_CHECKING:
@@ -65,16 +70,17 @@ class UnitOfWorkMiddleware(BaseMiddleware):
         data["session"] = session
         data["uow"] = uow
         data["repos"] = Repositories(session, app.data, app.generator)
-        try:
-            result = await handler(event, data)
-            await uow.commit()
-            return result
-        except BaseException:
-            await uow.rollback()
-            raise
-        finally:
-            if _holds_anything(session):
-                await session.close()
+        with update_scope():
+            try:
+                result = await handler(event, data)
+                await uow.commit()
+                return result
+            except BaseException:
+                await uow.rollback()
+                raise
+            finally:
+                if _holds_anything(session):
+                    await session.close()
 
 
 def _holds_anything(session: AsyncSession) -> bool:
