@@ -35,12 +35,11 @@ EVENTS = (
 _LOAD_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 _collectors_lock = threading.Lock()
-_collectors: weakref.WeakKeyDictionary[CollectorRegistry, tuple[Counter, Gauge, Histogram]] = (
-    weakref.WeakKeyDictionary()
-)
+_Collectors = tuple[Counter, Gauge, Histogram, Counter, Counter, Gauge]
+_collectors: weakref.WeakKeyDictionary[CollectorRegistry, _Collectors] = weakref.WeakKeyDictionary()
 
 
-def _collectors_for(registry: CollectorRegistry) -> tuple[Counter, Gauge, Histogram]:
+def _collectors_for(registry: CollectorRegistry) -> _Collectors:
     with _collectors_lock:
         found = _collectors.get(registry)
         if found is None:
@@ -62,7 +61,25 @@ def _collectors_for(registry: CollectorRegistry) -> tuple[Counter, Gauge, Histog
                 buckets=_LOAD_BUCKETS,
                 registry=registry,
             )
-            found = (events, breaker, load)
+            dead = Counter(
+                "cache_dead_letters",
+                "Unreadable buffer fields (or whole batches) moved to a dead-letter hash",
+                ["buffer"],
+                registry=registry,
+            )
+            invalidations = Counter(
+                "cache_invalidations",
+                "After-commit invalidations: delivered (DEL reached Redis), deferred (Redis did"
+                " not answer: kept in the outbox), replayed (a deferred one delivered later)",
+                ["outcome"],
+                registry=registry,
+            )
+            waiting = Gauge(
+                "cache_invalidations_waiting",
+                "Invalidations this process keeps for replay because Redis did not answer",
+                registry=registry,
+            )
+            found = (events, breaker, load, dead, invalidations, waiting)
             _collectors[registry] = found
         return found
 
@@ -72,7 +89,14 @@ class CacheMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else REGISTRY
-        self._events, self._breaker, self._load = _collectors_for(self.registry)
+        (
+            self._events,
+            self._breaker,
+            self._load,
+            self._dead,
+            self._invalidations,
+            self._waiting,
+        ) = _collectors_for(self.registry)
         self._children: dict[str, dict[str, Any]] = {}
         self._load_children: dict[str, Any] = {}
 
@@ -100,6 +124,19 @@ class CacheMetrics:
     def set_breaker_state(self, state: int) -> None:
         """Export the breaker state (0 closed, 1 open, 2 half-open)."""
         self._breaker.set(state)
+
+    def dead_letters(self, buffer: str, amount: int) -> None:
+        """Count fields of a buffer that went to its dead-letter hash (cache/buffers.py)."""
+        self._dead.labels(buffer).inc(amount)
+
+    def invalidations(self, outcome: str, amount: int) -> None:
+        """Count after-commit invalidations: delivered, deferred or replayed."""
+        if amount:
+            self._invalidations.labels(outcome).inc(amount)
+
+    def invalidations_waiting(self, count: int) -> None:
+        """How many invalidations wait for Redis in this process (cache/invalidation.py)."""
+        self._waiting.set(count)
 
     def snapshot(self) -> dict[str, dict[str, float]]:
         """Counts per namespace and event, e.g. for the admin /stats hit ratio.

@@ -22,9 +22,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cache import Codec, SideCommand
-from cache.buffers import BufferHandoff
 from db.models import User
-from db.repositories.batches import claim_batch, prune_applied
+from db.repositories.batches import BufferKind, flush_buffer, unflushed
 from db.repositories.coalesce import writer_for
 from db.repositories.context import DataContext
 from db.repositories.values import (
@@ -44,8 +43,6 @@ log = logging.getLogger(__name__)
 USER_TTL: Final = 86_400.0
 #: "No such user" is remembered briefly: a new user's INSERT invalidates it after commit anyway.
 USER_NEGATIVE_TTL: Final = 60.0
-
-KIND_LAST_SEEN: Final = "last_seen"
 
 _CODEC: Final[Codec[UserData]] = Codec(UserData)
 
@@ -79,12 +76,42 @@ _APPLY_LAST_SEEN = text(
 )
 
 
+#: Bounds of a readable buffered stamp: a user id fits the BIGINT key, a stamp is a finite
+#: time between 2000 and 2200 (``to_timestamp`` of anything else would poison the column).
+_MAX_USER_ID: Final = 2**63 - 1
+_STAMP_RANGE: Final = (946_684_800.0, 7_258_118_400.0)
+
+
+def _parse_last_seen(field: bytes, value: bytes) -> tuple[int, float] | None:
+    """``{user_id}`` -> epoch seconds, or None for anything a flush could not apply."""
+    try:
+        user_id, stamp = int(field), float(value)
+    except ValueError:
+        return None
+    if not (0 < user_id <= _MAX_USER_ID and _STAMP_RANGE[0] <= stamp <= _STAMP_RANGE[1]):
+        return None  # also NaN and inf, which compare False
+    return user_id, stamp
+
+
+async def _apply_stamps(session: AsyncSession, batch: dict[int, float]) -> int:
+    result = await session.execute(
+        _APPLY_LAST_SEEN, {"ids": list(batch), "stamps": list(batch.values())}
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+#: The last-seen buffer: ``{user_id}`` -> epoch seconds; the newest stamp of a user wins.
+LAST_SEEN: Final[BufferKind[int, float]] = BufferKind(
+    name="last_seen", parse=_parse_last_seen, merge=max, apply=_apply_stamps
+)
+
+
 async def _apply_last_seen(
     factory: async_sessionmaker[AsyncSession], batch: dict[int, float]
 ) -> None:
     """Stamps that could not reach Redis, straight into Postgres in one statement."""
     async with factory() as s, s.begin():
-        await s.execute(_APPLY_LAST_SEEN, {"ids": list(batch), "stamps": list(batch.values())})
+        await _apply_stamps(s, batch)
 
 
 # Loose index scan over the partial push index: one index probe per distinct zone instead of
@@ -333,41 +360,15 @@ class UserRepository:
     ) -> LastSeenFlushResult:
         """Write buffered last-seen stamps with one UPDATE per batch, exactly once.
 
-        Same hand-over as the view counters (cache/buffers.py). Exactly-once matters less
-        here (``greatest`` makes a replay harmless) but sharing one protocol means one thing
-        to get right. Uses its own transaction: this is a job, not part of an update.
+        The same flush as the view counters (db/repositories/batches.py). Exactly-once
+        matters less here (``greatest`` makes a replay harmless) but sharing one protocol
+        means one thing to get right. Uses its own transactions: this is a job, not part of
+        an update.
         """
-        redis = self._ctx.cache.redis
-        if redis is None:
-            return LastSeenFlushResult()
-        stamps = rows = 0
-
-        async def apply(batch_id: str, data: dict[bytes, bytes]) -> bool:
-            nonlocal stamps, rows
-            ids: list[int] = []
-            values: list[float] = []
-            for raw_id, raw_ts in data.items():
-                try:
-                    ids.append(int(raw_id))
-                    values.append(float(raw_ts))
-                except ValueError:
-                    log.warning("dropping malformed last-seen field %r=%r", raw_id, raw_ts)
-            async with self._ctx.session_factory() as s, s.begin():
-                claimed = await claim_batch(s, batch_id, KIND_LAST_SEEN, len(ids))
-                if not claimed:
-                    return False
-                result = await s.execute(_APPLY_LAST_SEEN, {"ids": ids, "stamps": values})
-                if checkpoint is not None:
-                    await checkpoint("before_commit")
-            stamps += len(ids)
-            rows += int(getattr(result, "rowcount", 0) or 0)
-            return True
-
-        handoff = BufferHandoff(redis, self.last_seen_key)
-        result = await handoff.drain(apply, checkpoint=checkpoint)
-        if result.applied:
-            await prune_applied(self._ctx.session_factory, KIND_LAST_SEEN)
-        return LastSeenFlushResult(batches=result.batches, stamps=stamps, rows=rows)
+        done = await flush_buffer(self._ctx, self.last_seen_key, LAST_SEEN, checkpoint=checkpoint)
+        return LastSeenFlushResult(
+            batches=done.batches, stamps=done.items, rows=done.rows, dead=done.dead
+        )
 
     # ------------------------------------------------------------------ statistics
 
@@ -381,17 +382,7 @@ class UserRepository:
     async def count_seen_since(self, since: dt.datetime) -> int:
         """Users seen at or after ``since``: flushed stamps plus those still in Redis."""
         threshold = since.timestamp()
-        buffered: dict[int, float] = {}
-        redis = self._ctx.cache.redis
-        if redis is not None:
-            try:
-                live, batches = await BufferHandoff(redis, self.last_seen_key).snapshot()
-                for data in (live, *batches.values()):
-                    for raw_id, raw_ts in data.items():
-                        uid, ts = int(raw_id), float(raw_ts)
-                        buffered[uid] = max(ts, buffered.get(uid, ts))
-            except Exception as exc:  # stats must answer without Redis
-                log.warning("last-seen buffer unavailable for stats: %r", exc)
+        buffered = await unflushed(self._ctx, self.last_seen_key, LAST_SEEN, self._session)
         recent = [uid for uid, ts in buffered.items() if ts >= threshold]
         stmt = select(func.count()).select_from(User).where(User.last_seen_at >= since)
         if recent:
