@@ -90,7 +90,11 @@ class Settings(BaseSettings):
     bot_timezone: str = "Europe/Moscow"
     default_lang: Lang = Lang.RU
     enabled_langs: Annotated[tuple[Lang, ...], NoDecode] = (Lang.RU, Lang.EN)
-    throttle_rate: float = Field(0.5, gt=0, description="seconds between two updates of a user")
+    throttle_enabled: bool = True
+    throttle_rate: float = Field(
+        0.5, gt=0, description="seconds per update of a user once the burst is spent"
+    )
+    throttle_burst: int = Field(3, ge=1, description="updates a user may send at once")
 
     # Horoscope generation
     horoscope_generator: Literal["template", "openai"] = "template"

@@ -270,7 +270,7 @@ class UserRepository:
         means two concurrent first updates of one user cannot fail; ``created`` is true only
         for the one whose INSERT actually inserted the row (``xmax = 0``).
 
-        ``also``: more side commands (e.g. the throttle's SET + INCR) sent in the same
+        ``also``: more side commands (e.g. the throttle's script) sent in the same
         pipeline as the GET, after the last-seen HSET; each command's ``on_result`` gets its
         reply and its ``fallback`` runs when it could not be sent, as for any side command.
         They are sent exactly once, on the cold path too (the upsert adds no Redis trip).
