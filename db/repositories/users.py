@@ -8,6 +8,7 @@ it never even checks out a connection.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import functools
 import logging
@@ -22,6 +23,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cache import Codec, SideCommand
+from cache.repair import drop_wrong_type
 from db.models import User
 from db.repositories.batches import BufferKind, flush_buffer, unflushed
 from db.repositories.coalesce import writer_for
@@ -229,10 +231,18 @@ class UserRepository:
         return self._ctx.keys.key("buf", "lastseen")
 
     def _loader(self, user_id: int) -> Callable[[], Awaitable[UserData | None]]:
-        async def load() -> UserData | None:
+        cache, key = self._ctx.cache, self.key(user_id)
+
+        async def query() -> UserData | None:
             async with self._ctx.session_factory() as s:
                 row = (await s.execute(select(*_COLUMNS).where(User.id == user_id))).first()
             return _to_data(row) if row is not None else None
+
+        async def load() -> UserData | None:
+            # A miss may be an entry of the wrong type (WRONGTYPE on every GET, forever):
+            # checked next to the query, so it costs no latency and heals at the next read.
+            data, _ = await asyncio.gather(query(), drop_wrong_type(cache, key))
+            return data
 
         return load
 

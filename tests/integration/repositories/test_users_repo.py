@@ -459,3 +459,26 @@ async def test_unmark_pushed_restores_exactly_the_previous_date(ctx: DataContext
 
 def test_cache_type(cache: CacheAside) -> None:
     assert cache.redis is not None
+
+
+async def test_a_user_entry_of_the_wrong_type_is_repaired(
+    ctx: DataContext, redis: Redis, sql_counter: Any, caplog: Any
+) -> None:
+    """Issue 12.4c: a hash under the user's key made every update read Postgres (the GET
+    answers WRONGTYPE) and log a warning, forever. It is deleted and reloaded instead."""
+    await create(ctx, TgUser(141, "Ann"))
+    key = UserRepository(None, ctx).key(141)  # type: ignore[arg-type]
+    await redis.delete(key)
+    await redis.hset(key, "first_name", "Mallory")  # garbage written into Redis for real
+    statements = []
+    for _ in range(4):
+        sql_counter.reset()
+        async with ctx.session_factory() as s:
+            user, _ = await UserRepository(s, ctx).get_or_create_from_telegram(TgUser(141, "Ann"))
+            await s.commit()
+        assert user.first_name == "Ann"
+        statements.append(sql_counter.count)
+    assert statements[-2:] == [0, 0], statements  # repaired: warm again, no SQL
+    assert sum(statements) <= 2, statements  # one read that found the hash, one reload
+    assert await redis.type(key) == b"string"
+    assert sum("wrong type" in r.getMessage() for r in caplog.records) == 1
