@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     precompute_times: Annotated[tuple[dt.time, ...], NoDecode] = (dt.time(0, 5), dt.time(20, 0))
     flush_views_seconds: int = Field(30, ge=1)
     flush_last_seen_seconds: int = Field(60, ge=1)
+    invalidation_replay_seconds: int = Field(
+        10, ge=1, description="how often cache invalidations Redis missed are retried"
+    )
     push_rate_per_second: float = Field(25.0, gt=0, le=30)
     scheduler_enabled: bool = True
 

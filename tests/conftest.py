@@ -26,7 +26,14 @@ from db.engine import create_engine, create_session_factory
 from db.testing import temporary_database
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLES = ("users", "image_assets", "horoscopes", "horoscope_views", "applied_batches")
+TABLES = (
+    "users",
+    "image_assets",
+    "horoscopes",
+    "horoscope_views",
+    "applied_batches",
+    "cache_invalidations",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

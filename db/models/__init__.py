@@ -3,6 +3,15 @@
 from db.base import Base
 from db.models.horoscope import AppliedBatch, Horoscope, HoroscopeView
 from db.models.image_asset import ImageAsset
+from db.models.outbox import CacheInvalidation
 from db.models.user import User
 
-__all__ = ["AppliedBatch", "Base", "Horoscope", "HoroscopeView", "ImageAsset", "User"]
+__all__ = [
+    "AppliedBatch",
+    "Base",
+    "CacheInvalidation",
+    "Horoscope",
+    "HoroscopeView",
+    "ImageAsset",
+    "User",
+]

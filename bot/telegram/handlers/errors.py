@@ -20,6 +20,7 @@ from bot.ops.metrics import UPDATES
 from bot.telegram.api import is_harmless
 from bot.telegram.handlers.common import RouterFactory
 from bot.telegram.texts import Texts, texts
+from db.unit_of_work import unit_of_work
 
 if TYPE_CHECKING:
     from bot.telegram.context import AppContext
@@ -52,10 +53,8 @@ async def _disable_push(app: AppContext, user_id: int) -> None:
     from db.repositories import UserRepository
 
     try:
-        async with app.session_factory() as session:
+        async with unit_of_work(app.session_factory) as session:
             await UserRepository(session, app.data).disable_push(user_id)
-            await session.commit()
-            await app.cache.flush_invalidations(session)
     except Exception:
         log.exception("disable_push_failed", user_id=user_id)
 
