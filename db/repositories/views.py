@@ -61,6 +61,9 @@ def _parse(field: bytes, value: bytes) -> tuple[ViewKey, int] | None:
 
 
 async def _apply(session: AsyncSession, counts: dict[ViewKey, int]) -> int:
+    counts = {key: n for key, n in counts.items() if n}  # a view and its take-back: nothing
+    if not counts:
+        return 0
     params = {
         "signs": [sign.value for sign, _ in counts],
         "dates": [day for _, day in counts],
