@@ -43,6 +43,7 @@ from db.repositories import (
     UserRepository,
 )
 from db.types import Lang, Sign
+from db.unit_of_work import commit
 
 TARGET_USERS = 100_000
 FILE_IDS = 50
@@ -147,7 +148,7 @@ async def run(
                         "AQAD" + seed[:12],
                         hashlib.sha256(seed.encode()).hexdigest(),
                     )
-                    await session.commit()
+                    await commit(session)
                     await images.cache_saved(BOT_ID, asset, ref)
             keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
             sizes = dict(zip(keys, await _usage(client, keys), strict=True))

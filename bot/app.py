@@ -139,7 +139,13 @@ def build_app(
         stats=StatsService(
             data, generator, clock, settings.bot_timezone, cache.metrics, stores.redis
         ),
-        throttle=Throttle(keyspace, settings.throttle_rate),
+        throttle=Throttle(
+            keyspace,
+            settings.throttle_rate,
+            settings.throttle_burst,
+            enabled=settings.throttle_enabled,
+            clock=lambda: clock().timestamp(),
+        ),
         redis=redis,
         now=clock,
     )

@@ -105,7 +105,11 @@ class Settings(BaseSettings):
     bot_timezone: str = "Europe/Moscow"
     default_lang: Lang = Lang.RU
     enabled_langs: Annotated[tuple[Lang, ...], NoDecode] = (Lang.RU, Lang.EN)
-    throttle_rate: float = Field(0.5, gt=0, description="seconds between two updates of a user")
+    throttle_enabled: bool = True
+    throttle_rate: float = Field(
+        0.5, gt=0, description="seconds per update of a user once the burst is spent"
+    )
+    throttle_burst: int = Field(3, ge=1, description="updates a user may send at once")
 
     # Horoscope generation
     horoscope_generator: Literal["template", "openai"] = "template"
@@ -122,6 +126,9 @@ class Settings(BaseSettings):
     precompute_times: Annotated[tuple[dt.time, ...], NoDecode] = (dt.time(0, 5), dt.time(20, 0))
     flush_views_seconds: int = Field(30, ge=1)
     flush_last_seen_seconds: int = Field(60, ge=1)
+    invalidation_replay_seconds: int = Field(
+        10, ge=1, description="how often cache invalidations Redis missed are retried"
+    )
     push_rate_per_second: float = Field(25.0, gt=0, le=30)
     scheduler_enabled: bool = True
     max_concurrent_updates: int = Field(

@@ -18,24 +18,51 @@ flusher crashes at any point. The protocol:
 Crash after 1 or 2 (before commit): the batch is still pending, applied next time. Crash after
 the commit but before 3: the next flush finds the id recorded and only acks. This module only
 knows hashes and ids; what a batch means (views, last-seen) is the caller's business.
+
+**Poison.** Anything unreadable would otherwise stop every later flush (the oldest pending batch
+fails first, every time, and batches pile up behind it): a field the caller cannot parse
+(``HSET …:buf:views 2026-12-05:leo abc``), a batch that is not a hash at all (a string SET at the
+buffer key is renamed like any buffer), a pending set of the wrong type. They go to a
+**dead-letter hash** ``{buffer}:dead`` (field ``{batch id}|{field}``, value cut to 512 bytes) in
+the same atomic step as the ack, with a metric (``cache_dead_letters_total{buffer}``) and one
+log line per batch; the valid fields of the batch are applied as usual, exactly once.
+
+The dead-letter hash has **no TTL but a cap** (``DEAD_LETTER_CAP`` fields): it is evidence an
+operator needs to explain the metric, so ``volatile-lru`` must not evict it (like the buffers it
+comes from), yet poison written in a loop must not grow it without bound. Past the cap, further
+dead letters are only counted and logged. An operator empties it with ``DEL`` once read.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 import weakref
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, cast
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+from redis.exceptions import ResponseError
 
-__all__ = ["BufferHandoff", "DrainResult"]
+from cache.metrics import CacheMetrics
+
+__all__ = ["DEAD_LETTER_CAP", "Applied", "BufferHandoff", "DrainResult"]
+
+log = logging.getLogger(__name__)
+
+#: Fields kept in a dead-letter hash; beyond this they are counted and logged only.
+DEAD_LETTER_CAP: Final = 1000
+#: Bytes of a dead value kept (enough to see what it was, never a large blob).
+DEAD_VALUE_BYTES: Final = 512
 
 # KEYS: buffer, batch key, pending set. ARGV: batch id.
+# -1: the pending set has the wrong type (nothing moved; the caller repairs it and retries).
 _HAND_OVER = """
+local t = redis.call('TYPE', KEYS[3]).ok
+if t ~= 'set' and t ~= 'none' then return -1 end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('RENAME', KEYS[1], KEYS[2])
   redis.call('SADD', KEYS[3], ARGV[1])
@@ -44,16 +71,45 @@ end
 return 0
 """
 
-_scripts: weakref.WeakKeyDictionary[Any, AsyncScript] = weakref.WeakKeyDictionary()
+# KEYS: dead-letter hash, then (for an ack) batch key and pending set. ARGV: batch id, cap,
+# then field, value pairs. Dead letters and the ack in one atomic step: a crash leaves either
+# both or neither (a rewrite of a field already there uses no room). Returns the dead letters
+# kept (already there or written; the rest did not fit under the cap).
+_ACK = """
+local kept = 0
+if #ARGV > 2 then
+  local t = redis.call('TYPE', KEYS[1]).ok
+  if t ~= 'hash' and t ~= 'none' then redis.call('DEL', KEYS[1]) end
+  local room = tonumber(ARGV[2]) - redis.call('HLEN', KEYS[1])
+  for i = 3, #ARGV, 2 do
+    if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then
+      kept = kept + 1
+    elseif room > 0 then
+      redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+      room = room - 1
+      kept = kept + 1
+    end
+  end
+end
+if #KEYS == 3 then
+  redis.call('DEL', KEYS[2])
+  redis.call('SREM', KEYS[3], ARGV[1])
+end
+return kept
+"""
+
+_scripts: weakref.WeakKeyDictionary[Any, tuple[AsyncScript, AsyncScript]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-def _hand_over_script(redis: Redis) -> AsyncScript:
-    """One registered script per client: repositories are built per update and must stay cheap."""
-    script = _scripts.get(redis)
-    if script is None:
-        script = redis.register_script(_HAND_OVER)
-        _scripts[redis] = script
-    return script
+def _scripts_for(redis: Redis) -> tuple[AsyncScript, AsyncScript]:
+    """Registered once per client: repositories are built per update and must stay cheap."""
+    found = _scripts.get(redis)
+    if found is None:
+        found = (redis.register_script(_HAND_OVER), redis.register_script(_ACK))
+        _scripts[redis] = found
+    return found
 
 
 def new_batch_id() -> str:
@@ -61,19 +117,35 @@ def new_batch_id() -> str:
     return f"{time.time_ns() // 1_000_000:013d}-{secrets.token_hex(6)}"
 
 
-#: ``apply(batch_id, fields) -> newly_applied``: must commit before returning.
-Apply = Callable[[str, dict[bytes, bytes]], Awaitable[bool]]
+def _is_wrongtype(exc: ResponseError) -> bool:
+    return str(exc).startswith("WRONGTYPE")
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What ``apply`` did with a batch: ``new`` when it applied it now (False: it had been
+    applied before a crash, or held nothing applicable), ``rejected`` the fields it could not
+    read (they go to the dead letters, whether or not the batch was new)."""
+
+    new: bool
+    rejected: Mapping[bytes, bytes] = field(default_factory=dict)
+
+
+#: ``apply(batch_id, fields) -> Applied``: must commit before returning.
+Apply = Callable[[str, dict[bytes, bytes]], Awaitable[Applied]]
 #: Awaited between steps with the step's name; tests raise there to simulate crashes.
 Checkpoint = Callable[[str], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
 class DrainResult:
-    """Batches handled in one drain, how many were newly applied, and their field count."""
+    """Batches handled in one drain, how many were newly applied, their field count, and the
+    fields sent to the dead letters."""
 
     batches: int = 0
     applied: int = 0
     fields: int = 0
+    dead: int = 0
 
 
 class BufferHandoff:
@@ -81,58 +153,137 @@ class BufferHandoff:
 
     Redis errors propagate: a flush is a background job, and failing loudly (to be retried at
     the next run) is exactly right there; nothing is lost because nothing is deleted early.
+    Unreadable data is not an error: it goes to the dead letters (``dead_key``).
     """
 
-    __slots__ = ("buffer_key", "pending_key", "redis")
+    __slots__ = ("buffer_key", "dead_key", "metrics", "name", "pending_key", "redis")
 
-    def __init__(self, redis: Redis, buffer_key: str) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        buffer_key: str,
+        *,
+        name: str = "",
+        metrics: CacheMetrics | None = None,
+    ) -> None:
         self.redis = redis
         self.buffer_key = buffer_key
         self.pending_key = buffer_key + ":pending"
+        self.dead_key = buffer_key + ":dead"
+        self.name = name or buffer_key.rsplit(":", 1)[-1]
+        self.metrics = metrics
 
     def batch_key(self, batch_id: str) -> str:
         return f"{self.buffer_key}:batch:{batch_id}"
 
     async def hand_over(self) -> str | None:
         """Atomically move the live buffer to a new pending batch; None when it was empty."""
-        batch_id = new_batch_id()
-        moved = await _hand_over_script(self.redis)(
-            keys=[self.buffer_key, self.batch_key(batch_id), self.pending_key], args=[batch_id]
-        )
-        return batch_id if moved else None
+        script = _scripts_for(self.redis)[0]
+        for _ in range(2):
+            batch_id = new_batch_id()
+            moved = await script(
+                keys=[self.buffer_key, self.batch_key(batch_id), self.pending_key],
+                args=[batch_id],
+            )
+            if moved != -1:
+                return batch_id if moved else None
+            await self._repair_pending()
+        return None
 
     async def pending(self) -> list[str]:
         """Ids of batches handed over but not acked yet, oldest first."""
-        members = cast("set[bytes]", await self.redis.smembers(self.pending_key))
+        try:
+            members = cast("set[bytes]", await self.redis.smembers(self.pending_key))
+        except ResponseError as exc:
+            if not _is_wrongtype(exc):
+                raise
+            await self._repair_pending()
+            members = cast("set[bytes]", await self.redis.smembers(self.pending_key))
         return sorted(m.decode() for m in members)
 
-    async def read(self, batch_id: str) -> dict[bytes, bytes]:
-        """The batch's fields; empty when its key is already gone (acked half-way)."""
-        return cast("dict[bytes, bytes]", await self.redis.hgetall(self.batch_key(batch_id)))
+    async def _repair_pending(self) -> None:
+        """The pending set is not a set: keep what it was as a dead letter, then rebuild it
+        from the batch keys themselves (they carry their ids), so no batch is forgotten."""
+        summary = await self._describe(self.pending_key)
+        await self._dead_letters({b"pending|*": summary}, "pending set of the wrong type")
+        await self.redis.delete(self.pending_key)
+        prefix = self.batch_key("")
+        ids = [
+            key.decode()[len(prefix) :]
+            async for key in self.redis.scan_iter(match=prefix + "*", count=1000)
+        ]
+        if ids:
+            await self.redis.sadd(self.pending_key, *ids)
 
-    async def ack(self, batch_id: str) -> None:
-        """Forget a batch whose contents are durably applied (DEL + SREM in one MULTI).
+    async def _describe(self, key: str) -> bytes:
+        """A short readable account of a key of an unexpected type (for a dead letter)."""
+        kind = cast("bytes", await self.redis.type(key)).decode()
+        if kind == "string":
+            return cast("bytes", await self.redis.getrange(key, 0, DEAD_VALUE_BYTES - 1))
+        return f"<{kind}>".encode()
+
+    async def read(self, batch_id: str) -> tuple[dict[bytes, bytes], dict[bytes, bytes]]:
+        """The batch's fields, and the dead letters for a batch that is not a hash at all.
+
+        Empty when its key is already gone (acked half-way).
+        """
+        key = self.batch_key(batch_id)
+        try:
+            return cast("dict[bytes, bytes]", await self.redis.hgetall(key)), {}
+        except ResponseError as exc:
+            if not _is_wrongtype(exc):
+                raise
+        return {}, {f"{batch_id}|*".encode(): await self._describe(key)}
+
+    async def ack(self, batch_id: str, dead: Mapping[bytes, bytes] | None = None) -> int:
+        """Forget a batch whose contents are durably applied, keeping ``dead`` fields in the
+        dead-letter hash: DEL + SREM (+ HSET) in one atomic script; returns dead letters kept.
 
         DEL comes first: should the two ever be separated, a pending id without a key reads as
         an empty batch and is simply acked again, whereas a key without a pending id would leak.
         """
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(self.batch_key(batch_id))
-        pipe.srem(self.pending_key, batch_id)
-        await pipe.execute()
+        keys = [self.dead_key, self.batch_key(batch_id), self.pending_key]
+        return await self._ack_script(keys, batch_id, dead or {})
+
+    async def _ack_script(self, keys: list[str], batch_id: str, dead: Mapping[bytes, bytes]) -> int:
+        args: list[Any] = [batch_id, DEAD_LETTER_CAP]
+        for name, value in dead.items():
+            args += [name, value[:DEAD_VALUE_BYTES]]
+        return int(await _scripts_for(self.redis)[1](keys=keys, args=args))
+
+    async def _dead_letters(self, dead: Mapping[bytes, bytes], what: str) -> None:
+        """Dead letters outside a batch ack (a repaired pending set)."""
+        kept = await self._ack_script([self.dead_key], "", dead)
+        self._count_dead(len(dead), kept, what, next(iter(dead)))
+
+    def _count_dead(self, n: int, kept: int, what: str, sample: bytes) -> None:
+        if self.metrics is not None:
+            self.metrics.dead_letters(self.name, n)
+        log.warning(
+            "buffer %s: %d dead letter(s) (%s) moved to %s, %d kept (cap %d); e.g. %r",
+            self.name,
+            n,
+            what,
+            self.dead_key,
+            kept,
+            DEAD_LETTER_CAP,
+            sample[:80],
+        )
 
     async def snapshot(self) -> tuple[dict[bytes, bytes], dict[str, dict[bytes, bytes]]]:
         """The live buffer and every pending batch by id, for statistics.
 
         Pending batches may already be applied (a crash between commit and ack): the caller
-        checks their ids against its applied-batches record before counting them.
+        checks their ids against its applied-batches record before counting them. Keys of the
+        wrong type read as empty here (the next flush moves them to the dead letters).
         """
         ids = await self.pending()
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(self.buffer_key)
         for batch_id in ids:
             pipe.hgetall(self.batch_key(batch_id))
-        live, *batches = cast("list[dict[bytes, bytes]]", await pipe.execute())
+        replies = await pipe.execute(raise_on_error=False)
+        live, *batches = (r if isinstance(r, dict) else {} for r in replies)
         return live, dict(zip(ids, batches, strict=True))
 
     async def drain(self, apply: Apply, *, checkpoint: Checkpoint | None = None) -> DrainResult:
@@ -148,15 +299,22 @@ class BufferHandoff:
 
         await self.hand_over()
         await step("handed_over")
-        batches = applied = fields = 0
+        batches = applied = fields = dead_total = 0
         for batch_id in await self.pending():
-            data = await self.read(batch_id)
+            data, dead = await self.read(batch_id)
             await step("read")
-            if data and await apply(batch_id, data):
-                applied += 1
-                fields += len(data)
+            if data:
+                outcome = await apply(batch_id, data)
+                if outcome.new:
+                    applied += 1
+                    fields += len(data) - len(outcome.rejected)
+                prefix = f"{batch_id}|".encode()
+                dead.update((prefix + name, value) for name, value in outcome.rejected.items())
             await step("committed")
-            await self.ack(batch_id)
+            kept = await self.ack(batch_id, dead)
+            if dead:
+                dead_total += len(dead)
+                self._count_dead(len(dead), kept, f"batch {batch_id}", next(iter(dead)))
             await step("acked")
             batches += 1
-        return DrainResult(batches=batches, applied=applied, fields=fields)
+        return DrainResult(batches=batches, applied=applied, fields=fields, dead=dead_total)

@@ -19,7 +19,7 @@ import threading
 import weakref
 from collections.abc import Iterator
 
-from prometheus_client import REGISTRY, CollectorRegistry, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
@@ -88,6 +88,24 @@ class _Shared:
             buckets=_LOAD_BUCKETS,
             registry=registry,
         )
+        self.dead = Counter(
+            "cache_dead_letters",
+            "Unreadable buffer fields (or whole batches) moved to a dead-letter hash",
+            ["buffer"],
+            registry=registry,
+        )
+        self.invalidations = Counter(
+            "cache_invalidations",
+            "After-commit invalidations: delivered (DEL reached Redis), deferred (Redis did"
+            " not answer: kept in the outbox), replayed (a deferred one delivered later)",
+            ["outcome"],
+            registry=registry,
+        )
+        self.waiting = Gauge(
+            "cache_invalidations_waiting",
+            "Invalidations this process keeps for replay because Redis did not answer",
+            registry=registry,
+        )
 
 
 _shared_lock = threading.Lock()
@@ -135,6 +153,19 @@ class CacheMetrics:
     def set_breaker_state(self, state: int) -> None:
         """Export the breaker state (0 closed, 1 open, 2 half-open)."""
         self._shared.breaker.set(state)
+
+    def dead_letters(self, buffer: str, amount: int) -> None:
+        """Count fields of a buffer that went to its dead-letter hash (cache/buffers.py)."""
+        self._shared.dead.labels(buffer).inc(amount)
+
+    def invalidations(self, outcome: str, amount: int) -> None:
+        """Count after-commit invalidations: delivered, deferred or replayed."""
+        if amount:
+            self._shared.invalidations.labels(outcome).inc(amount)
+
+    def invalidations_waiting(self, count: int) -> None:
+        """How many invalidations wait for Redis in this process (cache/invalidation.py)."""
+        self._shared.waiting.set(count)
 
     def snapshot(self) -> dict[str, dict[str, float]]:
         """Counts per namespace and event, e.g. for the admin /stats hit ratio.

@@ -1,4 +1,5 @@
-"""The small jobs: flush the Redis buffers into Postgres, warm file_ids into Redis.
+"""The small jobs: flush the Redis buffers into Postgres, replay deferred cache invalidations,
+warm file_ids into Redis.
 
 Each is one repository call; they live here as named jobs so the scheduler, the shutdown path
 and tests call the same function. The repositories own the exactly-once hand-over of buffers
@@ -9,12 +10,13 @@ from __future__ import annotations
 
 import structlog
 
+from db.outbox import outbox_of
 from db.repositories.users import UserRepository
 from db.repositories.values import FlushResult, LastSeenFlushResult
 from db.repositories.views import HoroscopeViewRepository
 from jobs.deps import JobDeps
 
-__all__ = ["flush_last_seen", "flush_views", "warm_file_ids"]
+__all__ = ["flush_last_seen", "flush_views", "replay_invalidations", "warm_file_ids"]
 
 log = structlog.get_logger(__name__)
 
@@ -37,6 +39,22 @@ async def flush_last_seen(deps: JobDeps) -> LastSeenFlushResult:
             "last_seen_flushed", batches=result.batches, stamps=result.stamps, rows=result.rows
         )
     return result
+
+
+async def replay_invalidations(deps: JobDeps) -> int:
+    """Cache invalidations that did not reach Redis (db/outbox.py), delivered once it answers.
+
+    Every instance runs it (no leader lock: deleting a key twice is harmless, and the process
+    that can reach Redis is the one that should): its own deferred keys, and the outbox rows of
+    the others and of processes that died between a commit and its DEL.
+    """
+    outbox = outbox_of(deps.cache)
+    if outbox is None:
+        return 0
+    replayed = await outbox.replay()
+    if replayed:
+        log.info("invalidations_replayed", keys=replayed)
+    return replayed
 
 
 async def warm_file_ids(deps: JobDeps) -> int:

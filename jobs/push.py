@@ -40,6 +40,7 @@ from db.repositories.horoscopes import HoroscopeRepository
 from db.repositories.users import UserRepository
 from db.repositories.values import HoroscopeData, PushClaim, PushTarget
 from db.types import Lang, Sign
+from db.unit_of_work import unit_of_work
 from jobs.deps import JobDeps
 from jobs.ratelimit import TokenBucket
 
@@ -110,11 +111,8 @@ class _PushRun:
 
     async def _users(self, action: Callable[[UserRepository], Awaitable[T]]) -> T:
         """Run ``action`` in its own committed transaction, then drop stale cache entries."""
-        async with self.deps.session_factory() as session:
-            result = await action(UserRepository(session, self.deps.data))
-            await session.commit()
-            await self.deps.cache.flush_invalidations(session)
-        return result
+        async with unit_of_work(self.deps.session_factory) as session:
+            return await action(UserRepository(session, self.deps.data))
 
     def _text(self, sign: Sign, date: Any, lang: Lang) -> asyncio.Task[HoroscopeData]:
         """One read per (sign, date, lang) per run, shared by every user who needs it."""

@@ -32,7 +32,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from jobs.deps import JobDeps
 from jobs.leader import JobOutcome, JobRunner
-from jobs.maintenance import flush_last_seen, flush_views, warm_file_ids
+from jobs.maintenance import flush_last_seen, flush_views, replay_invalidations, warm_file_ids
 from jobs.precompute import PrecomputeReport, run_precompute
 
 __all__ = [
@@ -78,12 +78,16 @@ def job_functions(deps: JobDeps) -> dict[str, Callable[[], Awaitable[Any]]]:
     async def warm() -> int:
         return await warm_file_ids(deps)
 
+    async def invalidations() -> int:
+        return await replay_invalidations(deps)
+
     return {
         "precompute": precompute,
         "flush_views": views,
         "flush_last_seen": last_seen,
         "push": push,
         "warm_file_ids": warm,
+        "replay_invalidations": invalidations,
     }
 
 
@@ -112,6 +116,14 @@ def create_scheduler(deps: JobDeps, *, runner: JobRunner | None = None) -> Async
         IntervalTrigger(seconds=settings.flush_last_seen_seconds, timezone=tz),
         id="flush_last_seen",
         name="flush_last_seen",
+    )
+    scheduler.add_job(
+        # No leader lock: idempotent, and each instance replays what it could not deliver.
+        runner.wrap("replay_invalidations", funcs["replay_invalidations"], lock=False),
+        IntervalTrigger(seconds=settings.invalidation_replay_seconds, timezone=tz),
+        id="replay_invalidations",
+        name="replay_invalidations",
+        next_run_time=dt.datetime.now(tz),  # at start-up too: what a crashed process left
     )
     if deps.bot is not None and deps.images is not None:
         scheduler.add_job(

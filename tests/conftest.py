@@ -36,6 +36,7 @@ TABLES = (
     "horoscope_views",
     "applied_batches",
     "generation_claims",
+    "cache_invalidations",
 )
 
 

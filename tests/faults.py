@@ -26,6 +26,8 @@ from aiohttp import web
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.servers.fake_llm import GOOD_EN
+
 __all__ = ["GOOD_TEXT", "ConnectionWatch", "FakeLLM", "FaultProxy"]
 
 
@@ -139,12 +141,7 @@ class FaultProxy:
                 await self._server.wait_closed()
 
 
-GOOD_TEXT = (
-    "Today: The day opens gently and picks up pace after lunch, so keep the morning for quiet "
-    "tasks.\nLove: A kind word goes further than a grand gesture this evening.\nWork and money: "
-    "A careful plan pays off; check the numbers twice before you sign.\nHealth: Take a walk in "
-    "the evening and go to bed a little earlier.\nLucky number: 7. Lucky colour: emerald."
-)
+GOOD_TEXT = GOOD_EN  # one good answer for every fake model
 
 
 class FakeLLM:

@@ -1,19 +1,19 @@
-"""Test helpers shared across test packages: a fake generator, a Redis round-trip counter, and
-a unit-of-work helper that commits and then flushes after-commit invalidations like the
-middleware does."""
+"""Test helpers shared across test packages: a fake generator, a Telegram user stand-in, and
+the unit of work every writer uses (db/unit_of_work.py), re-exported for the tests."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.types import GeneratedHoroscope, Lang, Sign
+from db.unit_of_work import unit_of_work
+
+__all__ = ["FakeGenerator", "TgUser", "stampede_child", "unit_of_work"]
 
 
 class FakeGenerator:
@@ -63,21 +63,6 @@ class FakeGenerator:
             cost_usd=0.0001,
             is_fallback=self.fallback,
         )
-
-
-@contextlib.asynccontextmanager
-async def unit_of_work(
-    session_factory: Callable[[], AsyncSession], cache: Any
-) -> AsyncIterator[AsyncSession]:
-    """What the per-update middleware does: commit on success, then flush invalidations."""
-    async with session_factory() as session:
-        try:
-            yield session
-        except BaseException:
-            await session.rollback()
-            raise
-        await session.commit()
-        await cache.flush_invalidations(session)
 
 
 class TgUser:

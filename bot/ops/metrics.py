@@ -13,7 +13,8 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 
 UPDATES = Counter(
     "bot_updates_total",
-    "Telegram updates handled, by update type and outcome (ok, error, throttled).",
+    "Telegram updates handled, by update type and outcome (ok, ignored, throttled, blocked,"
+    " gone, rate_limited, error), each update once.",
     ["type", "outcome"],
     registry=REGISTRY,
 )

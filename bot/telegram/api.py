@@ -6,7 +6,10 @@ One policy in one place so every handler behaves the same:
   handler never hangs for minutes, and try once more. A second 429 propagates.
 * "message is not modified", "message to edit not found", "query is too old": the user already
   sees the right thing, or the thing is gone; they are expected and are logged at debug only.
-* 403 (blocked, deactivated): the caller decides (the user middleware turns push off).
+* 403 (blocked, deactivated): the caller decides (the error handler turns push off).
+
+``outcome_of`` names how an update that raised ended, for ``bot_updates_total{outcome}``: each
+update is counted once, by the context middleware, under exactly one outcome.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import structlog
-from aiogram.exceptions import TelegramBadRequest, TelegramRetryAfter
+from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError, TelegramRetryAfter
 
 __all__ = [
     "FILE_ID_REJECTED",
@@ -24,6 +27,7 @@ __all__ = [
     "is_file_id_rejected",
     "is_harmless",
     "is_not_modified",
+    "outcome_of",
     "with_retry",
 ]
 
@@ -70,6 +74,20 @@ def is_not_modified(exc: BaseException) -> bool:
 def is_harmless(exc: BaseException) -> bool:
     """A BadRequest that only says the target is unchanged, gone or too old."""
     return isinstance(exc, TelegramBadRequest) and any(p in _text(exc) for p in _HARMLESS)
+
+
+def outcome_of(exc: BaseException) -> str:
+    """The ``outcome`` label of an update that ended with ``exc``: ``blocked`` (the person
+    blocked the bot), ``gone`` (the message or query no longer exists, or is unchanged),
+    ``rate_limited`` (a 429 we did not wait out), else ``error`` (a bug or an outage: what the
+    "updates ending in error" alert is about)."""
+    if isinstance(exc, TelegramForbiddenError):
+        return "blocked"
+    if is_harmless(exc):
+        return "gone"
+    if isinstance(exc, TelegramRetryAfter):
+        return "rate_limited"
+    return "error"
 
 
 async def with_retry(

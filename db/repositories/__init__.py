@@ -7,8 +7,8 @@ Per update::
     user, created = await repos.users.get_or_create_from_telegram(event.from_user)
     text = await repos.horoscopes.get_or_generate(sign, today, lang, count_view=True)
 
-Methods never commit; the unit-of-work middleware commits and then awaits
-``ctx.cache.flush_invalidations(session)``.
+Methods never commit; the unit of work (db/unit_of_work.py) commits and then deletes the cache
+entries the transaction made stale.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cache import CacheAside, KeySpace
+from db.outbox import install_outbox
 
 __all__ = ["DataContext"]
 
@@ -31,6 +32,11 @@ class DataContext:
     keys: KeySpace
     session_factory: async_sessionmaker[AsyncSession]
     tz: ZoneInfo
+
+    def __post_init__(self) -> None:
+        # Every context on a real cache and database records its invalidations durably
+        # (db/outbox.py), whoever builds it: the app, the jobs, a benchmark, a test.
+        install_outbox(self.cache, self.session_factory)
 
     def today(self, now: dt.datetime | None = None) -> dt.date:
         """Today's date in the bot's zone (never the server clock's local date)."""

@@ -173,23 +173,29 @@ class ImageAssetRepository:
         )
 
     async def cache_saved(self, bot_id: int, asset_key: str, ref: FileRef) -> None:
-        """After the commit of ``save``: write the new file_id into Redis.
-
-        First runs the session's pending after-commit invalidations (so the safety-net task
-        cannot delete the entry after we set it), then deletes the key and its load lock (so a
-        load that read Postgres before the commit cannot write the old value back), then SETs.
+        """After the unit of work of ``save`` committed (db/unit_of_work.py, which also ran the
+        after-commit invalidations, so no safety-net task can delete the entry after we set
+        it): delete the key and its load lock (so a load that read Postgres before the commit
+        cannot write the old value back), then SET the new file_id.
         """
-        await self._ctx.cache.flush_invalidations(self._writer("cache_saved"))
+        self._writer("cache_saved")
         key = self.key(bot_id, asset_key)
         await self._ctx.cache.invalidate(key)
         await self._ctx.cache.set(key, ref, ttl=FILE_ID_TTL, codec=_CODEC)
 
-    async def forget(self, bot_id: int, asset_key: str) -> None:
-        """Drop a file_id Telegram rejected; the cache entry goes after the commit."""
+    async def forget(self, bot_id: int, asset_key: str, file_id: str | None = None) -> None:
+        """Drop a file_id Telegram rejected; the cache entry goes after the commit.
+
+        ``file_id``: only while the stored one is still that (a fresh upload by another
+        process since the rejected send must not be forgotten with it).
+        """
         session = self._writer("forget")
-        await session.execute(
-            delete(ImageAsset).where(ImageAsset.bot_id == bot_id, ImageAsset.asset_key == asset_key)
+        stmt = delete(ImageAsset).where(
+            ImageAsset.bot_id == bot_id, ImageAsset.asset_key == asset_key
         )
+        if file_id is not None:
+            stmt = stmt.where(ImageAsset.file_id == file_id)
+        await session.execute(stmt)
         self._ctx.cache.invalidate_after_commit(session, self.key(bot_id, asset_key))
 
     async def warm(self, bot_id: int) -> int:

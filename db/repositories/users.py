@@ -8,6 +8,7 @@ it never even checks out a connection.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import functools
 import logging
@@ -22,9 +23,9 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cache import Codec, SideCommand
-from cache.buffers import BufferHandoff
+from cache.repair import drop_wrong_type
 from db.models import User
-from db.repositories.batches import claim_batch, prune_applied
+from db.repositories.batches import BufferKind, flush_buffer, unflushed
 from db.repositories.coalesce import writer_for
 from db.repositories.context import DataContext
 from db.repositories.values import (
@@ -44,8 +45,6 @@ log = logging.getLogger(__name__)
 USER_TTL: Final = 86_400.0
 #: "No such user" is remembered briefly: a new user's INSERT invalidates it after commit anyway.
 USER_NEGATIVE_TTL: Final = 60.0
-
-KIND_LAST_SEEN: Final = "last_seen"
 
 _CODEC: Final[Codec[UserData]] = Codec(UserData)
 
@@ -79,12 +78,42 @@ _APPLY_LAST_SEEN = text(
 )
 
 
+#: Bounds of a readable buffered stamp: a user id fits the BIGINT key, a stamp is a finite
+#: time between 2000 and 2200 (``to_timestamp`` of anything else would poison the column).
+_MAX_USER_ID: Final = 2**63 - 1
+_STAMP_RANGE: Final = (946_684_800.0, 7_258_118_400.0)
+
+
+def _parse_last_seen(field: bytes, value: bytes) -> tuple[int, float] | None:
+    """``{user_id}`` -> epoch seconds, or None for anything a flush could not apply."""
+    try:
+        user_id, stamp = int(field), float(value)
+    except ValueError:
+        return None
+    if not (0 < user_id <= _MAX_USER_ID and _STAMP_RANGE[0] <= stamp <= _STAMP_RANGE[1]):
+        return None  # also NaN and inf, which compare False
+    return user_id, stamp
+
+
+async def _apply_stamps(session: AsyncSession, batch: dict[int, float]) -> int:
+    result = await session.execute(
+        _APPLY_LAST_SEEN, {"ids": list(batch), "stamps": list(batch.values())}
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+#: The last-seen buffer: ``{user_id}`` -> epoch seconds; the newest stamp of a user wins.
+LAST_SEEN: Final[BufferKind[int, float]] = BufferKind(
+    name="last_seen", parse=_parse_last_seen, merge=max, apply=_apply_stamps
+)
+
+
 async def _apply_last_seen(
     factory: async_sessionmaker[AsyncSession], batch: dict[int, float]
 ) -> None:
     """Stamps that could not reach Redis, straight into Postgres in one statement."""
     async with factory() as s, s.begin():
-        await s.execute(_APPLY_LAST_SEEN, {"ids": list(batch), "stamps": list(batch.values())})
+        await _apply_stamps(s, batch)
 
 
 # Loose index scan over the partial push index: one index probe per distinct zone instead of
@@ -202,10 +231,18 @@ class UserRepository:
         return self._ctx.keys.key("buf", "lastseen")
 
     def _loader(self, user_id: int) -> Callable[[], Awaitable[UserData | None]]:
-        async def load() -> UserData | None:
+        cache, key = self._ctx.cache, self.key(user_id)
+
+        async def query() -> UserData | None:
             async with self._ctx.session_factory() as s:
                 row = (await s.execute(select(*_COLUMNS).where(User.id == user_id))).first()
             return _to_data(row) if row is not None else None
+
+        async def load() -> UserData | None:
+            # A miss may be an entry of the wrong type (WRONGTYPE on every GET, forever):
+            # checked next to the query, so it costs no latency and heals at the next read.
+            data, _ = await asyncio.gather(query(), drop_wrong_type(cache, key))
+            return data
 
         return load
 
@@ -243,7 +280,7 @@ class UserRepository:
         means two concurrent first updates of one user cannot fail; ``created`` is true only
         for the one whose INSERT actually inserted the row (``xmax = 0``).
 
-        ``also``: more side commands (e.g. the throttle's SET + INCR) sent in the same
+        ``also``: more side commands (e.g. the throttle's script) sent in the same
         pipeline as the GET, after the last-seen HSET; each command's ``on_result`` gets its
         reply and its ``fallback`` runs when it could not be sent, as for any side command.
         They are sent exactly once, on the cold path too (the upsert adds no Redis trip).
@@ -333,41 +370,15 @@ class UserRepository:
     ) -> LastSeenFlushResult:
         """Write buffered last-seen stamps with one UPDATE per batch, exactly once.
 
-        Same hand-over as the view counters (cache/buffers.py). Exactly-once matters less
-        here (``greatest`` makes a replay harmless) but sharing one protocol means one thing
-        to get right. Uses its own transaction: this is a job, not part of an update.
+        The same flush as the view counters (db/repositories/batches.py). Exactly-once
+        matters less here (``greatest`` makes a replay harmless) but sharing one protocol
+        means one thing to get right. Uses its own transactions: this is a job, not part of
+        an update.
         """
-        redis = self._ctx.cache.redis
-        if redis is None:
-            return LastSeenFlushResult()
-        stamps = rows = 0
-
-        async def apply(batch_id: str, data: dict[bytes, bytes]) -> bool:
-            nonlocal stamps, rows
-            ids: list[int] = []
-            values: list[float] = []
-            for raw_id, raw_ts in data.items():
-                try:
-                    ids.append(int(raw_id))
-                    values.append(float(raw_ts))
-                except ValueError:
-                    log.warning("dropping malformed last-seen field %r=%r", raw_id, raw_ts)
-            async with self._ctx.session_factory() as s, s.begin():
-                claimed = await claim_batch(s, batch_id, KIND_LAST_SEEN, len(ids))
-                if not claimed:
-                    return False
-                result = await s.execute(_APPLY_LAST_SEEN, {"ids": ids, "stamps": values})
-                if checkpoint is not None:
-                    await checkpoint("before_commit")
-            stamps += len(ids)
-            rows += int(getattr(result, "rowcount", 0) or 0)
-            return True
-
-        handoff = BufferHandoff(redis, self.last_seen_key)
-        result = await handoff.drain(apply, checkpoint=checkpoint)
-        if result.applied:
-            await prune_applied(self._ctx.session_factory, KIND_LAST_SEEN)
-        return LastSeenFlushResult(batches=result.batches, stamps=stamps, rows=rows)
+        done = await flush_buffer(self._ctx, self.last_seen_key, LAST_SEEN, checkpoint=checkpoint)
+        return LastSeenFlushResult(
+            batches=done.batches, stamps=done.items, rows=done.rows, dead=done.dead
+        )
 
     # ------------------------------------------------------------------ statistics
 
@@ -381,17 +392,7 @@ class UserRepository:
     async def count_seen_since(self, since: dt.datetime) -> int:
         """Users seen at or after ``since``: flushed stamps plus those still in Redis."""
         threshold = since.timestamp()
-        buffered: dict[int, float] = {}
-        redis = self._ctx.cache.redis
-        if redis is not None:
-            try:
-                live, batches = await BufferHandoff(redis, self.last_seen_key).snapshot()
-                for data in (live, *batches.values()):
-                    for raw_id, raw_ts in data.items():
-                        uid, ts = int(raw_id), float(raw_ts)
-                        buffered[uid] = max(ts, buffered.get(uid, ts))
-            except Exception as exc:  # stats must answer without Redis
-                log.warning("last-seen buffer unavailable for stats: %r", exc)
+        buffered = await unflushed(self._ctx, self.last_seen_key, LAST_SEEN, self._session)
         recent = [uid for uid, ts in buffered.items() if ts >= threshold]
         stmt = select(func.count()).select_from(User).where(User.last_seen_at >= since)
         if recent:

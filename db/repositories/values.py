@@ -99,20 +99,24 @@ class PushClaim:
 
 @dataclass(frozen=True, slots=True)
 class FlushResult:
-    """What a view-counter flush did: batches handled, (sign, date) rows upserted, views added."""
+    """What a view-counter flush did: batches handled, (sign, date) rows upserted, views added,
+    unreadable fields moved to the dead letters."""
 
     batches: int = 0
     rows: int = 0
     views: int = 0
+    dead: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class LastSeenFlushResult:
-    """What a last-seen flush did: batches handled, stamps read, user rows updated."""
+    """What a last-seen flush did: batches handled, stamps read, user rows updated, unreadable
+    fields moved to the dead letters."""
 
     batches: int = 0
     stamps: int = 0
     rows: int = 0
+    dead: int = 0
 
 
 class TelegramUserLike(Protocol):

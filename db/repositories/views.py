@@ -9,28 +9,23 @@ straight to Postgres (the side command's fallback), so no view is lost either wa
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import operator
+import re
 from collections.abc import Awaitable, Callable
+from typing import Final
 
-from redis.exceptions import RedisError
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cache import SideCommand
-from cache.buffers import BufferHandoff
-from db.models import AppliedBatch, HoroscopeView
-from db.repositories.batches import claim_batch, prune_applied
+from db.models import HoroscopeView
+from db.repositories.batches import BufferKind, flush_buffer, unflushed
 from db.repositories.coalesce import writer_for
 from db.repositories.context import DataContext
 from db.repositories.values import FlushResult
 from db.types import Sign
 
-__all__ = ["HoroscopeViewRepository"]
-
-log = logging.getLogger(__name__)
-
-KIND = "views"
+__all__ = ["VIEWS", "HoroscopeViewRepository", "ViewTicket"]
 
 _UPSERT = text(
     """
@@ -43,34 +38,73 @@ _UPSERT = text(
     """
 )
 
+#: A buffered count as HINCRBY writes it. Negative: a view taken back (a send that failed);
+#: bounded far below bigint, so no field can make the batch's upsert overflow.
+_COUNT: Final = re.compile(rb"-?[0-9]{1,12}")
+
+ViewKey = tuple[Sign, dt.date]
+
 
 def _field(sign: Sign, date: dt.date) -> str:
     return f"{date.isoformat()}:{sign.value}"
 
 
-def _parse_field(field: bytes) -> tuple[Sign, dt.date] | None:
+def _parse(field: bytes, value: bytes) -> tuple[ViewKey, int] | None:
+    """``{date}:{sign}`` -> count, or None for anything a flush could not apply."""
+    if _COUNT.fullmatch(value) is None:
+        return None
     try:
         day, _, sign = field.decode().partition(":")
-        return Sign(sign), dt.date.fromisoformat(day)
+        return (Sign(sign), dt.date.fromisoformat(day)), int(value)
     except (UnicodeDecodeError, ValueError):
         return None
 
 
+async def _apply(session: AsyncSession, counts: dict[ViewKey, int]) -> int:
+    counts = {key: n for key, n in counts.items() if n}  # a view and its take-back: nothing
+    if not counts:
+        return 0
+    params = {
+        "signs": [sign.value for sign, _ in counts],
+        "dates": [day for _, day in counts],
+        "counts": list(counts.values()),
+    }
+    await session.execute(_UPSERT, params)
+    return len(counts)
+
+
+#: The view buffer: ``{date}:{sign}`` -> count, applied by one upsert per batch.
+VIEWS: Final[BufferKind[ViewKey, int]] = BufferKind(
+    name="views", parse=_parse, merge=operator.add, apply=_apply, weight=int
+)
+
+
 async def _upsert_views(
-    factory: async_sessionmaker[AsyncSession], batch: dict[tuple[Sign, dt.date], int]
+    factory: async_sessionmaker[AsyncSession], batch: dict[ViewKey, int]
 ) -> None:
     """Views that could not reach Redis, straight into Postgres in one statement.
 
     Its own short transaction: the fallback runs inside a cache read, which must not depend on
     (or commit) the caller's unit of work.
     """
-    params = {
-        "signs": [s.value for s, _ in batch],
-        "dates": [d for _, d in batch],
-        "counts": list(batch.values()),
-    }
     async with factory() as s, s.begin():
-        await s.execute(_UPSERT, params)
+        await _apply(s, batch)
+
+
+class ViewTicket:
+    """One counted view, so that it can be taken back if the horoscope never reached the
+    person (the send failed: blocked bot, network): ``counted`` is set when the +1 surely
+    landed (its HINCRBY replied, or its Postgres fallback committed). A +1 whose fate is
+    unknown (a pipeline cut off after it was sent) is left alone: taking back a view that
+    was never counted would be worse than keeping one that was."""
+
+    __slots__ = ("command", "counted", "date", "sign")
+
+    def __init__(self, sign: Sign, date: dt.date) -> None:
+        self.sign = sign
+        self.date = date
+        self.counted = False
+        self.command: SideCommand
 
 
 class HoroscopeViewRepository:
@@ -82,26 +116,50 @@ class HoroscopeViewRepository:
         self._ctx = ctx
         self.buffer_key = ctx.keys.key("buf", "views")
 
-    def _handoff(self) -> BufferHandoff | None:
-        redis = self._ctx.cache.redis
-        return BufferHandoff(redis, self.buffer_key) if redis is not None else None
-
     # ------------------------------------------------------------------ recording
 
     def view_command(self, sign: Sign, date: dt.date) -> SideCommand:
         """HINCRBY for one view, to ride along a read; falls back to a direct +1 in Postgres."""
-        return SideCommand(
-            ("HINCRBY", self.buffer_key, _field(sign, date), 1),
-            fallback=self._direct_increment(sign, date),
-        )
+        return self._command(sign, date, 1)
 
-    def _direct_increment(self, sign: Sign, date: dt.date) -> Callable[[], Awaitable[None]]:
+    def _command(
+        self, sign: Sign, date: dt.date, amount: int, ticket: ViewTicket | None = None
+    ) -> SideCommand:
         factory = self._ctx.session_factory
 
         async def fallback() -> None:
-            await writer_for(factory, "views", _upsert_views, operator.add).add((sign, date), 1)
+            await writer_for(factory, "views", _upsert_views, operator.add).add(
+                (sign, date), amount
+            )
+            if ticket is not None:
+                ticket.counted = True
 
-        return fallback
+        def on_result(_reply: object) -> None:
+            if ticket is not None:
+                ticket.counted = True
+
+        return SideCommand(
+            ("HINCRBY", self.buffer_key, _field(sign, date), amount),
+            fallback=fallback,
+            on_result=on_result if ticket is not None else None,
+        )
+
+    def ticket(self, sign: Sign, date: dt.date) -> ViewTicket:
+        """A view to count along a read (``ticket.command``) that can be taken back later."""
+        ticket = ViewTicket(sign, date)
+        ticket.command = self._command(sign, date, 1, ticket)
+        return ticket
+
+    async def take_back(self, ticket: ViewTicket) -> None:
+        """Undo a counted view (-1 into the same buffer, or into Postgres when Redis is down).
+
+        Exactly-once holds because the -1 travels the same way as the +1: both are buffered
+        field increments that the flush applies once each, in whichever batches they land.
+        """
+        if not ticket.counted:
+            return
+        ticket.counted = False
+        await self._ctx.cache.send(self._command(ticket.sign, ticket.date, -1))
 
     async def record_view(self, sign: Sign, date: dt.date) -> None:
         """Count one view on its own (one round trip; Postgres directly if Redis is down)."""
@@ -112,49 +170,13 @@ class HoroscopeViewRepository:
     async def flush(
         self, *, checkpoint: Callable[[str], Awaitable[None]] | None = None
     ) -> FlushResult:
-        """Move the buffer to ``horoscope_views`` exactly once (see cache/buffers.py).
+        """Move the buffer to ``horoscope_views`` exactly once (db/repositories/batches.py).
 
         ``checkpoint`` is a test hook awaited between steps (``handed_over``, ``read``,
         ``before_commit``, ``committed``, ``acked``); raising there simulates a crash.
         """
-        handoff = self._handoff()
-        if handoff is None:
-            return FlushResult()
-        rows = views = 0
-
-        async def apply(batch_id: str, data: dict[bytes, bytes]) -> bool:
-            nonlocal rows, views
-            counts: dict[tuple[Sign, dt.date], int] = {}
-            for raw, value in data.items():
-                parsed = _parse_field(raw)
-                if parsed is None:
-                    log.warning("dropping malformed view field %r", raw)
-                    continue
-                counts[parsed] = counts.get(parsed, 0) + int(value)
-            async with self._ctx.session_factory() as s, s.begin():
-                claimed = await claim_batch(s, batch_id, KIND, len(counts))
-                if not claimed:
-                    log.info("view batch %s was already applied; acking it", batch_id)
-                    return False
-                if counts:
-                    await s.execute(
-                        _UPSERT,
-                        {
-                            "signs": [sign.value for sign, _ in counts],
-                            "dates": [day for _, day in counts],
-                            "counts": list(counts.values()),
-                        },
-                    )
-                if checkpoint is not None:
-                    await checkpoint("before_commit")
-            rows += len(counts)
-            views += sum(counts.values())
-            return True
-
-        result = await handoff.drain(apply, checkpoint=checkpoint)
-        if result.applied:
-            await prune_applied(self._ctx.session_factory, KIND)
-        return FlushResult(batches=result.batches, rows=rows, views=views)
+        done = await flush_buffer(self._ctx, self.buffer_key, VIEWS, checkpoint=checkpoint)
+        return FlushResult(batches=done.batches, rows=done.rows, views=done.total, dead=done.dead)
 
     # ------------------------------------------------------------------ statistics
 
@@ -174,32 +196,8 @@ class HoroscopeViewRepository:
         A pending batch already recorded in ``applied_batches`` (a flush died between its
         commit and its ack) is in ``totals`` already and is not counted twice.
         """
-        handoff = self._handoff()
-        if handoff is None:
-            return {}
-        try:
-            live, batches = await handoff.snapshot()
-        except (RedisError, OSError) as exc:  # /stats must answer while Redis is down
-            log.warning("view buffer unavailable for stats: %r", exc)
-            return {}
-        if batches:
-            async with self._ctx.session_factory() as s:
-                done = set(
-                    await s.scalars(
-                        select(AppliedBatch.batch_id).where(
-                            AppliedBatch.batch_id.in_(list(batches))
-                        )
-                    )
-                )
-            for batch_id in done:
-                del batches[batch_id]
-        out: dict[Sign, int] = {}
-        for data in (live, *batches.values()):
-            for raw, value in data.items():
-                parsed = _parse_field(raw)
-                if parsed is not None and parsed[1] == date:
-                    out[parsed[0]] = out.get(parsed[0], 0) + int(value)
-        return out
+        items = await unflushed(self._ctx, self.buffer_key, VIEWS)
+        return {sign: n for (sign, day), n in items.items() if day == date and n}
 
     async def total_views(self, since: dt.date) -> int:
         """All views from ``since`` on in Postgres (for a one-line /stats summary)."""

@@ -6,17 +6,21 @@ text, the sign picture's file_id and the view counter (HINCRBY) go to Redis as O
 a warm /today costs two Redis round trips and no SQL.
 
 Only requests of a person count as views (`count_view=True` here); the push and precompute
-jobs read through the repository with `count_view=False`.
+jobs read through the repository with `count_view=False`. And only a horoscope that reached the
+person: the view is counted in the read's round trip (no extra trip on the hot path) and taken
+back (-1) when the send then surely failed (a blocked bot, a rejected request).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from aiogram import Bot
+from aiogram.exceptions import TelegramAPIError, TelegramNetworkError, TelegramServerError
 from aiogram.types import InlineKeyboardMarkup, Message
 
 from bot.config import Settings
@@ -31,12 +35,22 @@ from cache import CacheAside, Load
 from db.repositories.context import DataContext
 from db.repositories.horoscopes import HoroscopeRepository
 from db.repositories.values import FileRef, HoroscopeData, UserData
-from db.repositories.views import HoroscopeViewRepository
+from db.repositories.views import HoroscopeViewRepository, ViewTicket
 from db.types import HoroscopeGenerator, Lang, Sign
 
 __all__ = ["HoroscopeService", "Prepared", "sign_asset"]
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+
+def surely_not_delivered(exc: BaseException) -> bool:
+    """Telegram refused the request (blocked, bad request, 429...): nothing was shown. A
+    network error or a 5xx may come after Telegram delivered, so they do not count."""
+    return isinstance(exc, TelegramAPIError) and not isinstance(
+        exc, TelegramNetworkError | TelegramServerError
+    )
 
 
 def sign_asset(sign: Sign) -> str:
@@ -61,6 +75,7 @@ class Prepared:
     caption: str
     follow_up: str | None
     keyboard: InlineKeyboardMarkup
+    view: ViewTicket | None = None
 
     @property
     def asset(self) -> str:
@@ -119,7 +134,8 @@ class HoroscopeService:
             self.repo.load_spec(sign, date, lang),
             self.file_ids.load_spec(bot_id, sign_asset(sign)),
         ]
-        also = [self.views.view_command(sign, date)] if count_view else []
+        view = self.views.ticket(sign, date) if count_view else None
+        also = [view.command] if view is not None else []
         horoscope, ref = await self.cache.load_many(loads, also=also)
         if not isinstance(horoscope, HoroscopeData):  # a foreign NOT_FOUND: load directly
             horoscope = await self.repo.get_or_generate(sign, date, lang)
@@ -137,7 +153,18 @@ class HoroscopeService:
             caption=caption,
             follow_up=follow_up,
             keyboard=horoscope_keyboard(lang, sign, day, user.push_enabled),
+            view=view,
         )
+
+    async def _shown(self, p: Prepared, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()`` (the request that shows the horoscope); its view is taken back when
+        Telegram surely did not show it."""
+        try:
+            return await call()
+        except Exception as exc:
+            if p.view is not None and surely_not_delivered(exc):
+                await self.views.take_back(p.view)
+            raise
 
     # ------------------------------------------------------------------ sending
 
@@ -150,12 +177,12 @@ class HoroscopeService:
         return await self.send_prepared(bot, chat_id, p)
 
     async def send_prepared(self, bot: Bot, chat_id: int, p: Prepared) -> SentPhoto:
-        if p.follow_up is None:
-            return await self.images.send_photo(
-                bot, chat_id, p.asset, caption=p.caption, reply_markup=p.keyboard, known=p.file_ref
-            )
-        sent = await self.images.send_photo(
-            bot, chat_id, p.asset, caption=p.caption, known=p.file_ref
+        markup = p.keyboard if p.follow_up is None else None
+        sent = await self._shown(
+            p,
+            lambda: self.images.send_photo(
+                bot, chat_id, p.asset, caption=p.caption, reply_markup=markup, known=p.file_ref
+            ),
         )
         await self._follow_up(bot, chat_id, p)
         return sent
@@ -180,23 +207,32 @@ class HoroscopeService:
         chat_id, message_id = message.chat.id, message.message_id
         try:
             if message.photo:
-                await self.images.edit_photo(
-                    bot,
-                    p.asset,
-                    chat_id=chat_id,
-                    message_id=message_id,
-                    caption=p.caption,
-                    reply_markup=p.keyboard if p.follow_up is None else None,
-                    known=p.file_ref,
+                await self._shown_unless_gone(
+                    p,
+                    lambda: self.images.edit_photo(
+                        bot,
+                        p.asset,
+                        chat_id=chat_id,
+                        message_id=message_id,
+                        caption=p.caption,
+                        reply_markup=p.keyboard if p.follow_up is None else None,
+                        known=p.file_ref,
+                    ),
                 )
                 await self._follow_up(bot, chat_id, p)
             else:
                 text = p.follow_up if p.follow_up is not None else p.caption
-                await with_retry(
-                    lambda: bot.edit_message_text(
-                        text=text, chat_id=chat_id, message_id=message_id, reply_markup=p.keyboard
+                await self._shown_unless_gone(
+                    p,
+                    lambda: with_retry(
+                        lambda: bot.edit_message_text(
+                            text=text,
+                            chat_id=chat_id,
+                            message_id=message_id,
+                            reply_markup=p.keyboard,
+                        ),
+                        what="edit_text",
                     ),
-                    what="edit_text",
                 )
         except Exception as exc:
             if is_not_modified(exc):
@@ -207,3 +243,15 @@ class HoroscopeService:
                 return True
             raise
         return True
+
+    async def _shown_unless_gone(self, p: Prepared, call: Callable[[], Awaitable[Any]]) -> None:
+        """An edit: "not modified" (already on screen) keeps the view, a message that is gone
+        is sent anew by the caller (which counts it then), anything else refused takes it back."""
+        try:
+            await call()
+        except Exception as exc:
+            if is_not_modified(exc) or is_harmless(exc):
+                raise
+            if p.view is not None and surely_not_delivered(exc):
+                await self.views.take_back(p.view)
+            raise

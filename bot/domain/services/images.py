@@ -46,6 +46,7 @@ from cache import CacheAside, Codec, Load
 from db.repositories.context import DataContext
 from db.repositories.images import ImageAssetRepository
 from db.repositories.values import FileRef
+from db.unit_of_work import unit_of_work
 
 __all__ = ["ASSETS_DIR", "FileIdStore", "ImageSender", "RepositoryFileIds", "SentPhoto"]
 
@@ -104,19 +105,17 @@ class RepositoryFileIds:
         return await self._reader.get_file_id(bot_id, asset_key, content_sha256)
 
     async def save(self, bot_id: int, asset_key: str, ref: FileRef) -> None:
-        async with self.ctx.session_factory() as session:
+        async with unit_of_work(self.ctx.session_factory) as session:
             repo = ImageAssetRepository(session, self.ctx)
             saved = await repo.save(
                 bot_id, asset_key, ref.file_id, ref.file_unique_id, ref.content_sha256
             )
-            await session.commit()
-            await repo.cache_saved(bot_id, asset_key, saved)
+        await repo.cache_saved(bot_id, asset_key, saved)
 
-    async def forget(self, bot_id: int, asset_key: str) -> None:
-        async with self.ctx.session_factory() as session:
-            await ImageAssetRepository(session, self.ctx).forget(bot_id, asset_key)
-            await session.commit()
-            await self.ctx.cache.flush_invalidations(session)
+    async def forget(self, bot_id: int, asset_key: str, file_id: str | None = None) -> None:
+        """Drop the stored file_id (only while it is still ``file_id``, when given)."""
+        async with unit_of_work(self.ctx.session_factory) as session:
+            await ImageAssetRepository(session, self.ctx).forget(bot_id, asset_key, file_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,11 +19,11 @@ from aiogram import Bot
 from aiogram.exceptions import TelegramForbiddenError, TelegramRetryAfter
 from aiogram.types import ErrorEvent, Update
 
-from bot.ops.metrics import UPDATES
 from bot.telegram.api import is_harmless
 from bot.telegram.handlers.common import RouterFactory
 from bot.telegram.texts import Texts, texts
 from db.guard import is_unavailable
+from db.unit_of_work import unit_of_work
 
 if TYPE_CHECKING:
     from bot.telegram.context import AppContext
@@ -56,10 +56,8 @@ async def _disable_push(app: AppContext, user_id: int) -> None:
     from db.repositories import UserRepository
 
     try:
-        async with app.session_factory() as session:
+        async with unit_of_work(app.session_factory) as session:
             await UserRepository(session, app.data).disable_push(user_id)
-            await session.commit()
-            await app.cache.flush_invalidations(session)
     except Exception:
         log.exception("disable_push_failed", user_id=user_id)
 
@@ -69,13 +67,18 @@ async def on_error(event: ErrorEvent, bot: Bot, app: AppContext, **data: Any) ->
     exc = event.exception
     update = event.update
     info = summarize(update)
-    kind = update.event_type
     if isinstance(exc, TelegramForbiddenError):
         log.info("user_blocked_bot", error=exc.message, **info)
         user_id = info.get("user_id")
         if user_id is not None:
             await _disable_push(app, user_id)
-        UPDATES.labels(kind, "blocked").inc()
+        if update.callback_query is not None:
+            # The press still gets its answer (the spinner stops); answering a callback
+            # query is not a message to the chat the person blocked.
+            try:
+                await bot.answer_callback_query(update.callback_query.id)
+            except Exception as err:
+                log.info("blocked_callback_answer_failed", error=repr(err))
         return True
     if is_harmless(exc):
         log.info("telegram_harmless_error", error=str(exc), **info)

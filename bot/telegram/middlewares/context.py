@@ -2,8 +2,9 @@
 
 Binds ``update_id`` and ``user_id`` to structlog's contextvars for everything logged while the
 update is handled (repositories, cache, aiogram) and clears them afterwards, so a line from the
-next update never carries the previous one's ids. Counts ``bot_updates_total{type,outcome}`` and
-observes ``bot_handler_seconds{type}``.
+next update never carries the previous one's ids. Counts ``bot_updates_total{type,outcome}``
+(once per update; an exception's outcome is ``bot.telegram.api.outcome_of``) and observes
+``bot_handler_seconds{type}``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from aiogram.types import TelegramObject, Update, User
 
 from bot.ops.logs import bind_context, clear_context
 from bot.ops.metrics import HANDLER_SECONDS, UPDATES
+from bot.telegram.api import outcome_of
 
 __all__ = ["OUTCOME_KEY", "ContextMiddleware"]
 
@@ -81,8 +83,10 @@ class ContextMiddleware(BaseMiddleware):
         start = time.perf_counter()
         try:
             result = await handler(event, data)
-        except BaseException:
-            _count_update(kind, "error")
+        except BaseException as exc:
+            # Counted here, once: the error handler (outside this middleware) only logs and
+            # answers, so a blocked user is "blocked" and not "error" as well.
+            _count_update(kind, outcome_of(exc))
             raise
         else:
             label = outcome.value or ("ignored" if result is UNHANDLED else "ok")

@@ -3,9 +3,9 @@
 The AsyncSession is created per update but runs no SQL and checks out no connection until a
 repository uses it; an update answered from Redis therefore costs the pool nothing. At the end:
 commit when the session actually began a transaction, rollback on error, and only after a
-successful commit delete the cache entries the transaction made stale
-(``flush_invalidations``): deleting before the commit would let a concurrent reader put the
-old row back.
+successful commit delete the cache entries the transaction made stale (db/unit_of_work.py's
+``commit``, the one piece every writer uses): deleting before the commit would let a
+concurrent reader put the old row back.
 
 The whole update runs in ``db.guard.update_scope()``: every connection it takes (its own or one
 of the cache loads it starts) counts against the Postgres bulkhead, so updates stuck on a hung
@@ -25,9 +25,9 @@ from aiogram import BaseMiddleware
 from aiogram.types import TelegramObject
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cache import flush_invalidations
 from db.guard import update_scope
 from db.repositories import Repositories
+from db.unit_of_work import commit
 
 if TYPE_CHECKING:
     from bot.telegram.context import AppContext
@@ -45,9 +45,7 @@ class UnitOfWork:
 
     async def commit(self) -> None:
         """Commit what was written so far (if anything), then drop the stale cache entries."""
-        if self.session.in_transaction():
-            await self.session.commit()
-            await flush_invalidations(self.session)
+        await commit(self.session)
 
     async def rollback(self) -> None:
         if self.session.in_transaction():

@@ -3,12 +3,12 @@
 ``UserRepository.get_or_create_from_telegram`` returns the cached user (Redis GET, last-seen
 HSET in the same pipeline, no SQL for a known user whose profile did not change) or creates it
 in the update's unit of work; the repository cleans the profile (NULs removed, lengths capped).
-The throttle's two commands ride in that same pipeline (the repository's ``also=``); the INCR's
-reply reaches the throttle through ``SideCommand.on_result``.
+The throttle's script rides in that same pipeline (the repository's ``also=``); its reply
+reaches the throttle through ``SideCommand.on_result``.
 
-Throttled updates end here: the second update of a burst gets a polite notice, the rest are
-dropped. Inline queries (people type letter by letter), chosen inline results (a view that
-must be counted) and chat-member changes are never throttled.
+Throttled updates end here: the first update past the burst gets a polite notice, the rest are
+dropped until the bucket refills. Inline queries (people type letter by letter), chosen inline
+results (a view that must be counted) and chat-member changes are never throttled.
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ class UserMiddleware(BaseMiddleware):
         kind = event.event_type if isinstance(event, Update) else ""
         throttled = kind in THROTTLED_TYPES
         decision = Decision.ALLOW
-        # The throttle's SET + INCR ride in the user GET's pipeline; the INCR's reply (its
-        # on_result) sets probe.decision, which stays ALLOW when Redis did not answer.
+        # The throttle's script rides in the user GET's pipeline; its reply (on_result) sets
+        # probe.decision, which stays ALLOW when Redis did not answer.
         probe = self.app.throttle.probe(tg_user.id) if throttled else None
         user, _created = await repos.users.get_or_create_from_telegram(
             tg_user, also=probe.commands if probe is not None else ()

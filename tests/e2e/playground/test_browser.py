@@ -96,7 +96,7 @@ async def playground(
         data_dir=tmp_path,
         log_format="console",
         # A test clicks faster than a person: the per-user throttle would drop its updates.
-        throttle_rate=0.01,
+        throttle_enabled=False,
     )
 
     async def run_bot(bot_settings: Settings) -> int:

@@ -432,6 +432,31 @@ async def test_inline_query_validation_and_chosen_result(server: BotAPIServer, b
     )
 
 
+async def test_inline_answer_refuses_foreign_and_forgotten_file_ids(
+    server: BotAPIServer, bot: Bot
+) -> None:
+    """Like Telegram: a cached photo result must name a file_id this bot may send now."""
+    server.add_bot(OTHER_TOKEN)
+    other = Bot(OTHER_TOKEN, session=server.aiogram_session())
+    try:
+        theirs = await other.send_photo(USER, BufferedInputFile(png(), "x.png"))
+    finally:
+        await other.session.close()
+    ours = await bot.send_photo(USER, BufferedInputFile(png(), "y.png"))
+    assert theirs.photo is not None and ours.photo is not None
+    query_id = server.inline_query(USER, "x")
+    with pytest.raises(TelegramBadRequest, match="wrong file identifier"):
+        await bot.answer_inline_query(
+            query_id, [InlineQueryResultCachedPhoto(id="1", photo_file_id=theirs.photo[-1].file_id)]
+        )
+    server.forget_file_ids()
+    with pytest.raises(TelegramBadRequest, match="wrong file identifier"):
+        await bot.answer_inline_query(
+            query_id, [InlineQueryResultCachedPhoto(id="1", photo_file_id=ours.photo[-1].file_id)]
+        )
+    assert not server.inline_queries[query_id]["answered"]  # a refusal answers nothing
+
+
 async def test_commands_webhook_chat_action_and_events(server: BotAPIServer, bot: Bot) -> None:
     events = server.subscribe()
     assert await bot.delete_webhook(drop_pending_updates=True)

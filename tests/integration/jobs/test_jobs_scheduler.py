@@ -57,7 +57,13 @@ async def test_schedule_in_the_bots_zone(deps: JobDeps) -> None:
     scheduler.start(paused=True)  # job defaults are applied when the scheduler starts
     jobs = {job.id: job for job in scheduler.get_jobs()}
     scheduler.shutdown(wait=False)
-    assert set(jobs) == {"precompute@00:05", "precompute@20:00", "flush_views", "flush_last_seen"}
+    assert set(jobs) == {
+        "precompute@00:05",
+        "precompute@20:00",
+        "flush_views",
+        "flush_last_seen",
+        "replay_invalidations",
+    }
     for job in jobs.values():
         assert str(job.trigger.timezone) == "Europe/Moscow"
         assert (job.coalesce, job.max_instances, job.misfire_grace_time) == (
@@ -69,6 +75,7 @@ async def test_schedule_in_the_bots_zone(deps: JobDeps) -> None:
     views = jobs["flush_views"].trigger
     assert isinstance(views, IntervalTrigger) and views.interval == dt.timedelta(seconds=30)
     assert jobs["flush_last_seen"].trigger.interval == dt.timedelta(seconds=60)
+    assert jobs["replay_invalidations"].trigger.interval == dt.timedelta(seconds=10)
 
 
 async def test_start_precomputes_in_background_and_shutdown_is_graceful(

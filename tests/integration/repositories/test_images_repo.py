@@ -17,7 +17,7 @@ SHA_B = "b" * 64
 
 
 async def save(ctx: DataContext, key: str, file_id: str, sha: str, bot: int = BOT) -> FileRef:
-    async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+    async with unit_of_work(ctx.session_factory) as s:
         repo = ImageAssetRepository(s, ctx)
         ref = await repo.save(bot, key, file_id, f"u-{file_id}", sha)
     await repo.cache_saved(bot, key, ref)
@@ -70,7 +70,7 @@ async def test_save_invalidates_after_commit_even_without_cache_saved(
     ctx: DataContext, redis: Redis
 ) -> None:
     await save(ctx, "a.jpg", "F1", SHA_A)
-    async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+    async with unit_of_work(ctx.session_factory) as s:
         repo = ImageAssetRepository(s, ctx)
         await repo.save(BOT, "a.jpg", "F2", None, SHA_A)
         assert await redis.exists(repo.key(BOT, "a.jpg"))
@@ -82,7 +82,7 @@ async def test_save_invalidates_after_commit_even_without_cache_saved(
 
 async def test_forget(ctx: DataContext, redis: Redis) -> None:
     await save(ctx, "a.jpg", "F1", SHA_A)
-    async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+    async with unit_of_work(ctx.session_factory) as s:
         await ImageAssetRepository(s, ctx).forget(BOT, "a.jpg")
     async with ctx.session_factory() as s:
         assert await ImageAssetRepository(s, ctx).get_file_id(BOT, "a.jpg", SHA_A) is None
@@ -92,7 +92,7 @@ async def test_warm_one_query_one_pipeline_then_mget(
     ctx: DataContext, redis: Redis, sql_counter: Any
 ) -> None:
     keys = [f"cosmic/cosmic-{i:02d}.jpg" for i in range(12)]
-    async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+    async with unit_of_work(ctx.session_factory) as s:
         repo = ImageAssetRepository(s, ctx)
         for i, k in enumerate(keys):
             await repo.save(BOT, k, f"F{i}", None, SHA_A)

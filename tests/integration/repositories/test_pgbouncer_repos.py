@@ -47,7 +47,11 @@ async def test_a_cached_statement_on_another_server_connection(
     the cached statement does not exist."""
     bouncer = pgbouncer_factory(default_pool_size=2)
     engine = create_engine(
-        bouncer.url_for(database_url), pool_size=2, max_overflow=0, pgbouncer=pgbouncer_mode
+        bouncer.url_for(database_url),
+        pool_size=2,
+        max_overflow=0,
+        pgbouncer=pgbouncer_mode,
+        statement_timeout=None,  # a start-up parameter PgBouncer would refuse (db/engine.py)
     )
     query = text("SELECT count(*) FROM users WHERE id > :floor")
     try:
@@ -91,16 +95,16 @@ async def test_repositories_through_pgbouncer(
         async def life_of(user_id: int) -> None:
             sign = list(Sign)[user_id % 12]
             async with sessions:
-                async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+                async with unit_of_work(ctx.session_factory) as s:
                     user, created = await UserRepository(s, ctx).get_or_create_from_telegram(
                         TgUser(user_id, f"U{user_id}")
                     )
                     assert created and user.id == user_id
-                async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+                async with unit_of_work(ctx.session_factory) as s:
                     await UserRepository(s, ctx).set_sign(user_id, sign)
-                async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+                async with unit_of_work(ctx.session_factory) as s:
                     await UserRepository(s, ctx).set_lang(user_id, Lang.EN)
-                async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+                async with unit_of_work(ctx.session_factory) as s:
                     await UserRepository(s, ctx).set_push(user_id, True, dt.time(9, 0))
                 async with ctx.session_factory() as s:
                     again = await UserRepository(s, ctx).get(user_id)

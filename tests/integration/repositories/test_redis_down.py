@@ -23,7 +23,7 @@ DAY = dt.date(2026, 11, 21)
 
 async def test_every_read_answers_from_postgres(down_ctx: DataContext) -> None:
     ctx = down_ctx
-    async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+    async with unit_of_work(ctx.session_factory) as s:
         users = UserRepository(s, ctx)
         _, created = await users.get_or_create_from_telegram(TgUser(1, "Ann"))
         assert created
@@ -35,7 +35,7 @@ async def test_every_read_answers_from_postgres(down_ctx: DataContext) -> None:
 
     start = time.perf_counter()
     for _ in range(3):
-        async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+        async with unit_of_work(ctx.session_factory) as s:
             users = UserRepository(s, ctx)
             got, created = await users.get_or_create_from_telegram(TgUser(1, "Ann"))
             assert not created and got.zodiac_sign is Sign.LEO

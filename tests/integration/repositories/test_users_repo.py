@@ -23,7 +23,7 @@ UTC = dt.UTC
 
 
 async def create(ctx: DataContext, tg: TgUser) -> Any:
-    async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+    async with unit_of_work(ctx.session_factory) as s:
         return await UserRepository(s, ctx).get_or_create_from_telegram(tg)
 
 
@@ -65,7 +65,7 @@ async def test_also_commands_ride_in_the_user_get_pipeline(
 
     # new user: the commands ride in the (missing) GET's pipeline, the upsert adds no trip
     counter = RedisTraffic(redis)
-    async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+    async with unit_of_work(ctx.session_factory) as s:
         user, created = await UserRepository(s, ctx).get_or_create_from_telegram(
             TgUser(102, "Bo"), also=also()
         )
@@ -99,7 +99,7 @@ async def test_also_commands_fall_back_when_redis_is_down(down_ctx: DataContext)
     async def fallback() -> None:
         fallbacks.append("incr")
 
-    async with unit_of_work(down_ctx.session_factory, down_ctx.cache) as s:
+    async with unit_of_work(down_ctx.session_factory) as s:
         user, created = await UserRepository(s, down_ctx).get_or_create_from_telegram(
             TgUser(103),
             also=(SideCommand(("INCR", "x"), fallback=fallback, on_result=replies.append),),
@@ -192,7 +192,7 @@ async def test_setters_return_new_data_and_invalidate_after_commit(
         repo = UserRepository(s, ctx)
         await repo.get(11)
         assert await redis.exists(repo.key(11))
-    async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+    async with unit_of_work(ctx.session_factory) as s:
         repo = UserRepository(s, ctx)
         u = await repo.set_sign(11, Sign.LEO)
         assert u.zodiac_sign is Sign.LEO
@@ -236,7 +236,7 @@ async def test_reader_racing_a_settings_change_never_restores_the_old_sign(
 ) -> None:
     """A load that read the old row before the commit cannot write it back afterwards."""
     await create(ctx, TgUser(13))
-    async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+    async with unit_of_work(ctx.session_factory) as s:
         await UserRepository(s, ctx).set_sign(13, Sign.ARIES)
     key_repo = UserRepository(None, ctx)  # type: ignore[arg-type]
     await redis.delete(key_repo.key(13))
@@ -259,7 +259,7 @@ async def test_reader_racing_a_settings_change_never_restores_the_old_sign(
 
     reader = asyncio.create_task(SlowRepo(None, slow_loader_ctx).get(13))  # type: ignore[arg-type]
     await read_old.wait()
-    async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+    async with unit_of_work(ctx.session_factory) as s:
         await UserRepository(s, ctx).set_sign(13, Sign.PISCES)
     release.set()
     stale = await reader
@@ -336,7 +336,7 @@ async def test_due_for_push_walks_zones_and_mark_guards_double_send(ctx: DataCon
         (36, "Asia/Tokyo", dt.time(9, 0), False),  # push off
         (37, "Europe/London", dt.time(6, 0), True),  # London 06:30: due
     ]
-    async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+    async with unit_of_work(ctx.session_factory) as s:
         repo = UserRepository(s, ctx)
         for uid, tz, at, on in specs:
             await repo.get_or_create_from_telegram(TgUser(uid))
@@ -374,7 +374,7 @@ async def test_due_for_push_walks_zones_and_mark_guards_double_send(ctx: DataCon
         assert "ix_users_push_due" in plan
         await s.rollback()
 
-    async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+    async with unit_of_work(ctx.session_factory) as s:
         repo = UserRepository(s, ctx)
         claim = await repo.mark_pushed(31, dt.date(2026, 11, 21))
         assert claim == PushClaim(user_id=31, local_date=dt.date(2026, 11, 21), previous=None)
@@ -384,7 +384,7 @@ async def test_due_for_push_walks_zones_and_mark_guards_double_send(ctx: DataCon
         got = await repo.get(31)
         assert got is not None and got.last_push_date == dt.date(2026, 11, 21)
         assert 31 not in [t.user.id for t in await repo.due_for_push(now, limit=100)]
-    async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+    async with unit_of_work(ctx.session_factory) as s:
         repo = UserRepository(s, ctx)
         assert await repo.unmark_pushed(claim)
         assert await repo.disable_push(34)
@@ -401,7 +401,7 @@ async def test_concurrent_mark_pushed_only_one_wins(ctx: DataContext) -> None:
     day = dt.date(2026, 11, 21)
 
     async def claim() -> PushClaim | None:
-        async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+        async with unit_of_work(ctx.session_factory) as s:
             return await UserRepository(s, ctx).mark_pushed(41, day)
 
     claims = await asyncio.gather(*(claim() for _ in range(6)))
@@ -417,14 +417,14 @@ async def test_unmark_pushed_restores_exactly_the_previous_date(ctx: DataContext
     day = dt.date(2026, 11, 21)
     await create(ctx, TgUser(42))
     await create(ctx, TgUser(43))
-    async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+    async with unit_of_work(ctx.session_factory) as s:
         await s.execute(
             text("UPDATE users SET last_push_date = :d WHERE id = 42"),
             {"d": dt.date(2026, 11, 14)},
         )
     async with ctx.session_factory() as s:
         await UserRepository(s, ctx).get(42)  # cached with the old date
-    async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+    async with unit_of_work(ctx.session_factory) as s:
         repo = UserRepository(s, ctx)
         claim = await repo.mark_pushed(42, day)
         assert claim == PushClaim(user_id=42, local_date=day, previous=dt.date(2026, 11, 14))
@@ -435,7 +435,7 @@ async def test_unmark_pushed_restores_exactly_the_previous_date(ctx: DataContext
     async with ctx.session_factory() as s:
         got = await UserRepository(s, ctx).get(42)
         assert got is not None and got.last_push_date == day  # invalidated after commit
-    async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+    async with unit_of_work(ctx.session_factory) as s:
         repo = UserRepository(s, ctx)
         assert await repo.unmark_pushed(claim)
         assert await repo.unmark_pushed(never)
@@ -446,7 +446,7 @@ async def test_unmark_pushed_restores_exactly_the_previous_date(ctx: DataContext
         assert got42 is not None and got42.last_push_date == dt.date(2026, 11, 14)
         assert got43 is not None and got43.last_push_date is None
     # a claim is not undone once the row moved on (a later day's push claimed it)
-    async with unit_of_work(ctx.session_factory, ctx.cache) as s:
+    async with unit_of_work(ctx.session_factory) as s:
         repo = UserRepository(s, ctx)
         first = await repo.mark_pushed(42, day)
         later = await repo.mark_pushed(42, day + dt.timedelta(days=1))
@@ -459,3 +459,26 @@ async def test_unmark_pushed_restores_exactly_the_previous_date(ctx: DataContext
 
 def test_cache_type(cache: CacheAside) -> None:
     assert cache.redis is not None
+
+
+async def test_a_user_entry_of_the_wrong_type_is_repaired(
+    ctx: DataContext, redis: Redis, sql_counter: Any, caplog: Any
+) -> None:
+    """Issue 12.4c: a hash under the user's key made every update read Postgres (the GET
+    answers WRONGTYPE) and log a warning, forever. It is deleted and reloaded instead."""
+    await create(ctx, TgUser(141, "Ann"))
+    key = UserRepository(None, ctx).key(141)  # type: ignore[arg-type]
+    await redis.delete(key)
+    await redis.hset(key, "first_name", "Mallory")  # garbage written into Redis for real
+    statements = []
+    for _ in range(4):
+        sql_counter.reset()
+        async with ctx.session_factory() as s:
+            user, _ = await UserRepository(s, ctx).get_or_create_from_telegram(TgUser(141, "Ann"))
+            await s.commit()
+        assert user.first_name == "Ann"
+        statements.append(sql_counter.count)
+    assert statements[-2:] == [0, 0], statements  # repaired: warm again, no SQL
+    assert sum(statements) <= 2, statements  # one read that found the hash, one reload
+    assert await redis.type(key) == b"string"
+    assert sum("wrong type" in r.getMessage() for r in caplog.records) == 1

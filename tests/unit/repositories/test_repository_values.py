@@ -22,8 +22,8 @@ from db.repositories import (
     validate_timezone,
 )
 from db.repositories.horoscopes import FALLBACK_TTL, MIN_TTL
-from db.repositories.users import _profile, _profile_changed
-from db.repositories.views import _field, _parse_field
+from db.repositories.users import LAST_SEEN, _profile, _profile_changed
+from db.repositories.views import VIEWS, _field
 from db.types import Lang, Sign
 from tests.helpers import FakeGenerator, TgUser
 
@@ -121,9 +121,37 @@ def test_profile_change_detection() -> None:
 def test_view_fields() -> None:
     day = dt.date(2026, 11, 21)
     assert _field(Sign.LEO, day) == "2026-11-21:leo"
-    assert _parse_field(b"2026-11-21:leo") == (Sign.LEO, day)
-    assert _parse_field(b"2026-11-21:dragon") is None
-    assert _parse_field(b"garbage") is None
+    assert VIEWS.parse(b"2026-11-21:leo", b"3") == ((Sign.LEO, day), 3)
+    assert VIEWS.parse(b"2026-11-21:leo", b"-1") == ((Sign.LEO, day), -1)  # a view taken back
+    for field, value in [
+        (b"2026-11-21:dragon", b"1"),
+        (b"garbage", b"1"),
+        (b"\xff", b"1"),
+        (b"2026-11-21:leo", b"abc"),
+        (b"2026-11-21:leo", b" 1"),
+        (b"2026-11-21:leo", b"1.5"),
+        (b"2026-11-21:leo", b"99999999999999999999"),  # would overflow the upsert
+    ]:
+        assert VIEWS.parse(field, value) is None, (field, value)
+    items, bad = VIEWS.read({b"2026-11-21:leo": b"2", b"2026-11-21:leo:x": b"1", b"x": b"y"})
+    assert items == {(Sign.LEO, day): 2} and bad == {b"2026-11-21:leo:x": b"1", b"x": b"y"}
+
+
+def test_last_seen_fields() -> None:
+    assert LAST_SEEN.parse(b"42", b"1764000000") == (42, 1764000000.0)
+    for field, value in [
+        (b"abc", b"1764000000"),
+        (b"0", b"1764000000"),
+        (b"99999999999999999999", b"1764000000"),
+        (b"42", b"abc"),
+        (b"42", b"nan"),
+        (b"42", b"inf"),
+        (b"42", b"-5"),
+        (b"42", b"1e30"),
+    ]:
+        assert LAST_SEEN.parse(field, value) is None, (field, value)
+    items, bad = LAST_SEEN.read({b"1": b"1764000000", b"2": b"x"})
+    assert items == {1: 1764000000.0} and bad == {b"2": b"x"}
 
 
 def test_batch_ids_sort_by_time_and_are_unique() -> None:

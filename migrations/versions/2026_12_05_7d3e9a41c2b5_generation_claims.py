@@ -1,7 +1,7 @@
 """generation claims: one generation per key across processes without holding a connection
 
 Revision ID: 7d3e9a41c2b5
-Revises: b0799d0f78ae
+Revises: 5c1e0f7a93d2
 Create Date: 2026-12-06 10:00:00
 
 A row per key being generated right now, with a lease (HoroscopeRepository takes it in a short
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "7d3e9a41c2b5"
-down_revision: str | None = "b0799d0f78ae"
+down_revision: str | None = "5c1e0f7a93d2"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
