@@ -1,472 +1,14 @@
-"""The built-in offline horoscope generator.
-
-It is the default (``HOROSCOPE_GENERATOR=template``) and the fallback of the LLM generator, so it
-must never fail, never need the network, and give the same text for the same (sign, date, lang):
-the text is cached and stored, and a restart or a second bot instance must agree with it. The
-seed therefore comes from a stable hash (``hashlib``), never from ``hash()``, which is salted per
-process.
-
-The texts are assembled from phrase banks: each section picks a situation and a piece of advice,
-with the sign's planet, element and strongest trait woven in, so two signs on one day (and one
-sign on two days) read differently. The Russian banks are written so that the inserted words
-never need gender agreement with the reader (the reader is always addressed as «вы»).
-
-A text names no day relative to the reader ("today", "tomorrow", "tonight", «сегодня»,
-«завтра», «этим вечером»): it is generated and cached once per (sign, date, lang) and read on
-two different days, as "tomorrow" on the day before and as "today" on the day itself. Only the
-caption the bot composes when it sends the text says which of the two it is. Where a sentence
-needs to point at its day it names the weekday of ``date`` ("this Friday", «в эту пятницу»),
-which is right on both days.
-"""
+"""The phrase banks: for each section a situation and a piece of advice, with placeholders the
+generator fills from the sign's vocabulary. No sentence names a day relative to the reader
+(see the package docstring)."""
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
-import random
-from dataclasses import dataclass
-
-from db.types import GeneratedHoroscope, Lang, Sign
-
-__all__ = ["MAX_LENGTH", "MIN_LENGTH", "SECTION_LABELS", "TemplateGenerator", "sign_title"]
-
-MIN_LENGTH = 300
-MAX_LENGTH = 900
-
-# Bump when the banks change meaningfully: stored texts are keyed by (sign, date, lang) only, so
-# old dates keep their stored text and only new ones use the new banks. v2: no relative days.
-_SEED_VERSION = "v2"
-
-
-@dataclass(frozen=True, slots=True)
-class _SignWords:
-    """Words that give one sign its flavour in one language (Russian needs several cases)."""
-
-    title: str
-    planet: str
-    planet_gen: str
-    planet_dat: str
-    element: str
-    element_gen: str
-    trait: str
-    trait_acc: str
-    flavour: tuple[str, ...]
-
-
-# Element qualities as (nominative, accusative); English uses the first item only.
-_QUALITIES_RU: dict[str, tuple[tuple[str, str], ...]] = {
-    "огонь": (
-        ("внутренний огонь", "внутренний огонь"),
-        ("природная смелость", "природную смелость"),
-        ("жизненная сила", "жизненную силу"),
-    ),
-    "земля": (
-        ("земная основательность", "земную основательность"),
-        ("практичность", "практичность"),
-        ("здравый смысл", "здравый смысл"),
-    ),
-    "воздух": (
-        ("лёгкость мышления", "лёгкость мышления"),
-        ("живой ум", "живой ум"),
-        ("умение договариваться", "умение договариваться"),
-    ),
-    "вода": (
-        ("глубокая интуиция", "глубокую интуицию"),
-        ("чуткость к людям", "чуткость к людям"),
-        ("эмоциональная мудрость", "эмоциональную мудрость"),
-    ),
-}
-
-_QUALITIES_EN: dict[str, tuple[str, ...]] = {
-    "fire": ("your inner fire", "your natural courage", "your vitality"),
-    "earth": ("your steady, grounded nature", "your practical sense", "your common sense"),
-    "air": ("your quick mind", "your lightness of thought", "your gift for conversation"),
-    "water": ("your deep intuition", "your sensitivity to people", "your emotional wisdom"),
-}
-
-_SIGNS_RU: dict[Sign, _SignWords] = {
-    Sign.ARIES: _SignWords(
-        "Овен",
-        "Марс",
-        "Марса",
-        "Марсу",
-        "огонь",
-        "огня",
-        "решительность",
-        "решительность",
-        (
-            "Овну легче всего, когда впереди ясная цель, и этот день её даёт.",
-            "Ваш природный напор помогает сдвинуть с места то, что давно стояло.",
-        ),
-    ),
-    Sign.TAURUS: _SignWords(
-        "Телец",
-        "Венера",
-        "Венеры",
-        "Венере",
-        "земля",
-        "земли",
-        "терпение",
-        "терпение",
-        (
-            "Тельцу особенно важны уют и предсказуемость — позаботьтесь о них.",
-            "Ваше умение не торопиться окупится сполна.",
-        ),
-    ),
-    Sign.GEMINI: _SignWords(
-        "Близнецы",
-        "Меркурий",
-        "Меркурия",
-        "Меркурию",
-        "воздух",
-        "воздуха",
-        "любознательность",
-        "любознательность",
-        (
-            "Близнецам легко даются разговоры, переписка и новые знакомства.",
-            "Ваша способность быстро переключаться выручит не раз.",
-        ),
-    ),
-    Sign.CANCER: _SignWords(
-        "Рак",
-        "Луна",
-        "Луны",
-        "Луне",
-        "вода",
-        "воды",
-        "чуткость",
-        "чуткость",
-        (
-            "Раку особенно важно чувствовать опору дома и в семье.",
-            "Ваша забота о близких возвращается к вам теплом.",
-        ),
-    ),
-    Sign.LEO: _SignWords(
-        "Лев",
-        "Солнце",
-        "Солнца",
-        "Солнцу",
-        "огонь",
-        "огня",
-        "щедрость",
-        "щедрость",
-        (
-            "Льву к лицу быть в центре внимания — не прячьте свои таланты.",
-            "Ваша открытость заряжает окружающих.",
-        ),
-    ),
-    Sign.VIRGO: _SignWords(
-        "Дева",
-        "Меркурий",
-        "Меркурия",
-        "Меркурию",
-        "земля",
-        "земли",
-        "внимательность к деталям",
-        "внимательность к деталям",
-        (
-            "Деве удаётся навести порядок там, где другие видят только хаос.",
-            "Ваша аккуратность экономит время и вам, и окружающим.",
-        ),
-    ),
-    Sign.LIBRA: _SignWords(
-        "Весы",
-        "Венера",
-        "Венеры",
-        "Венере",
-        "воздух",
-        "воздуха",
-        "чувство меры",
-        "чувство меры",
-        (
-            "Весам удаётся найти компромисс там, где другие зашли в тупик.",
-            "Ваше стремление к гармонии особенно ценно для окружающих.",
-        ),
-    ),
-    Sign.SCORPIO: _SignWords(
-        "Скорпион",
-        "Плутон",
-        "Плутона",
-        "Плутону",
-        "вода",
-        "воды",
-        "проницательность",
-        "проницательность",
-        (
-            "Скорпион видит людей насквозь — пользуйтесь этим бережно.",
-            "Ваша сила воли помогает довести до конца даже трудное дело.",
-        ),
-    ),
-    Sign.SAGITTARIUS: _SignWords(
-        "Стрелец",
-        "Юпитер",
-        "Юпитера",
-        "Юпитеру",
-        "огонь",
-        "огня",
-        "оптимизм",
-        "оптимизм",
-        (
-            "Стрельца тянет к новым горизонтам — хотя бы мысленно.",
-            "Ваша вера в лучшее заразительна.",
-        ),
-    ),
-    Sign.CAPRICORN: _SignWords(
-        "Козерог",
-        "Сатурн",
-        "Сатурна",
-        "Сатурну",
-        "земля",
-        "земли",
-        "упорство",
-        "упорство",
-        (
-            "Козерогу удаётся шаг за шагом подниматься к своей вершине.",
-            "Ваша дисциплина превращает планы в результат.",
-        ),
-    ),
-    Sign.AQUARIUS: _SignWords(
-        "Водолей",
-        "Уран",
-        "Урана",
-        "Урану",
-        "воздух",
-        "воздуха",
-        "оригинальность",
-        "оригинальность",
-        (
-            "Водолею приходят в голову идеи, до которых другие додумаются позже.",
-            "Ваш свежий взгляд особенно нужен команде.",
-        ),
-    ),
-    Sign.PISCES: _SignWords(
-        "Рыбы",
-        "Нептун",
-        "Нептуна",
-        "Нептуну",
-        "вода",
-        "воды",
-        "интуиция",
-        "интуицию",
-        (
-            "Рыбам стоит доверять снам и предчувствиям.",
-            "Ваше воображение подскажет решение, которого нет в инструкциях.",
-        ),
-    ),
-}
-
-_SIGNS_EN: dict[Sign, _SignWords] = {
-    Sign.ARIES: _SignWords(
-        "Aries",
-        "Mars",
-        "",
-        "",
-        "fire",
-        "",
-        "decisiveness",
-        "",
-        (
-            "Aries thrives with a clear goal ahead, and the day brings one.",
-            "Your natural drive helps you move things that have been stuck for a while.",
-        ),
-    ),
-    Sign.TAURUS: _SignWords(
-        "Taurus",
-        "Venus",
-        "",
-        "",
-        "earth",
-        "",
-        "patience",
-        "",
-        (
-            "Taurus feels best with comfort and a predictable rhythm, so make room for both.",
-            "Your refusal to be rushed pays off handsomely.",
-        ),
-    ),
-    Sign.GEMINI: _SignWords(
-        "Gemini",
-        "Mercury",
-        "",
-        "",
-        "air",
-        "",
-        "curiosity",
-        "",
-        (
-            "Conversations, messages and new acquaintances come easily to Gemini.",
-            "Your ability to switch gears quickly will save the day more than once.",
-        ),
-    ),
-    Sign.CANCER: _SignWords(
-        "Cancer",
-        "the Moon",
-        "",
-        "",
-        "water",
-        "",
-        "sensitivity",
-        "",
-        (
-            "Cancer needs a firm footing at home, and you can build it.",
-            "The care you give to those close to you comes back as warmth.",
-        ),
-    ),
-    Sign.LEO: _SignWords(
-        "Leo",
-        "the Sun",
-        "",
-        "",
-        "fire",
-        "",
-        "generosity",
-        "",
-        (
-            "The spotlight suits Leo, so do not hide your talents.",
-            "Your openness gives energy to everyone around you.",
-        ),
-    ),
-    Sign.VIRGO: _SignWords(
-        "Virgo",
-        "Mercury",
-        "",
-        "",
-        "earth",
-        "",
-        "eye for detail",
-        "",
-        (
-            "Virgo brings order where others see only chaos.",
-            "Your precision saves time for you and for everyone around you.",
-        ),
-    ),
-    Sign.LIBRA: _SignWords(
-        "Libra",
-        "Venus",
-        "",
-        "",
-        "air",
-        "",
-        "sense of balance",
-        "",
-        (
-            "Libra finds a compromise where others have reached a dead end.",
-            "Your wish for harmony is especially valuable to the people around you.",
-        ),
-    ),
-    Sign.SCORPIO: _SignWords(
-        "Scorpio",
-        "Pluto",
-        "",
-        "",
-        "water",
-        "",
-        "insight",
-        "",
-        (
-            "Scorpio sees right through people, so use that gift gently.",
-            "Your willpower helps you finish even a difficult task.",
-        ),
-    ),
-    Sign.SAGITTARIUS: _SignWords(
-        "Sagittarius",
-        "Jupiter",
-        "",
-        "",
-        "fire",
-        "",
-        "optimism",
-        "",
-        (
-            "Sagittarius feels the pull of new horizons, if only in thought.",
-            "Your faith in the best outcome is contagious.",
-        ),
-    ),
-    Sign.CAPRICORN: _SignWords(
-        "Capricorn",
-        "Saturn",
-        "",
-        "",
-        "earth",
-        "",
-        "persistence",
-        "",
-        (
-            "Capricorn climbs towards the summit step by step.",
-            "Your discipline turns plans into results.",
-        ),
-    ),
-    Sign.AQUARIUS: _SignWords(
-        "Aquarius",
-        "Uranus",
-        "",
-        "",
-        "air",
-        "",
-        "originality",
-        "",
-        (
-            "Aquarius has ideas that others will only arrive at later.",
-            "Your fresh point of view is exactly what the team needs.",
-        ),
-    ),
-    Sign.PISCES: _SignWords(
-        "Pisces",
-        "Neptune",
-        "",
-        "",
-        "water",
-        "",
-        "intuition",
-        "",
-        (
-            "Pisces should trust dreams and hunches.",
-            "Your imagination finds a solution that no manual contains.",
-        ),
-    ),
-}
-
-_WEEKDAYS_EN = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-# (nominative phrase, "in/on" phrase) — the gender of the weekday decides этот/эта/это.
-_WEEKDAYS_RU = (
-    ("этот понедельник", "в этот понедельник"),
-    ("этот вторник", "в этот вторник"),
-    ("эта среда", "в эту среду"),
-    ("этот четверг", "в этот четверг"),
-    ("эта пятница", "в эту пятницу"),
-    ("эта суббота", "в эту субботу"),
-    ("это воскресенье", "в это воскресенье"),
-)
-
-# Same index in both lists: the lucky colour of a (sign, date) is the same in ru and en.
-_COLOURS_EN = (
-    "crimson", "coral", "amber", "golden yellow", "olive green", "emerald", "mint", "turquoise",
-    "sky blue", "cobalt blue", "navy blue", "lavender", "violet", "plum", "rose pink", "peach",
-    "milky white", "silver", "pearl grey", "chocolate brown", "terracotta", "burgundy",
-    "aquamarine", "lilac",
-)  # fmt: skip
-_COLOURS_RU = (
-    "малиновый", "коралловый", "янтарный", "золотисто-жёлтый", "оливковый", "изумрудный",
-    "мятный", "бирюзовый", "небесно-голубой", "кобальтовый", "тёмно-синий", "лавандовый",
-    "фиолетовый", "сливовый", "розовый", "персиковый", "молочно-белый", "серебристый",
-    "жемчужно-серый", "шоколадный", "терракотовый", "бордовый", "аквамариновый", "сиреневый",
-)  # fmt: skip
-
-SECTION_LABELS: dict[Lang, tuple[str, str, str, str, str, str]] = {
-    Lang.EN: ("Overall:", "Love:", "Work and money:", "Health:", "Lucky number:", "Lucky colour:"),
-    Lang.RU: (
-        "В целом:",
-        "Любовь:",
-        "Работа и деньги:",
-        "Здоровье:",
-        "Счастливое число:",
-        "Цвет удачи:",
-    ),
-}
+from db.types import Lang
 
 # --- English phrase banks -----------------------------------------------------------------------
 
-_DAY_EN = (
+DAY_EN = (
     "{planet} sets a brisk pace, and you will feel it from the first hour.",
     "This {weekday} opens more doors than it closes, as long as you knock on the right ones.",
     "The sky favours the {element} signs this {weekday}, and others easily notice your {trait}.",
@@ -490,7 +32,7 @@ _DAY_EN = (
     "The day invites you to tie up loose ends before reaching for new goals.",
     "You may feel a pull towards change; let it guide you, not hurry you.",
 )
-_DAY_TIP_EN = (
+DAY_TIP_EN = (
     "Lean on {quality} and you will get further than you expect.",
     "Make one decision you have been avoiding; the relief will be worth it.",
     "Keep your plans flexible and leave room for a pleasant detour.",
@@ -512,7 +54,7 @@ _DAY_TIP_EN = (
     "Ask for help where you need it; people are glad to offer it.",
     "Let go of one worry that is not yours to carry.",
 )
-_LOVE_EN = (
+LOVE_EN = (
     "In love, honesty works better than hints.",
     "Someone close to you is waiting for a small sign of attention.",
     "{planet} warms your heart, and conversations with your partner flow easily.",
@@ -532,7 +74,7 @@ _LOVE_EN = (
     "Do not try to guess what your partner feels; simply ask.",
     "A friendship may quietly turn into something more.",
 )
-_LOVE_TIP_EN = (
+LOVE_TIP_EN = (
     "Plan something small but personal for the evening.",
     "Give the other person room to speak before you reply.",
     "A compliment costs nothing and means a great deal.",
@@ -550,7 +92,7 @@ _LOVE_TIP_EN = (
     "Accept affection without looking for a catch.",
     "Ask a question you have never asked before.",
 )
-_WORK_EN = (
+WORK_EN = (
     "At work, your ideas find a receptive audience.",
     "A task that seemed routine reveals an interesting twist.",
     "{planet} favours negotiations, agreements and signatures.",
@@ -570,7 +112,7 @@ _WORK_EN = (
     "Meetings are productive when you come with a clear question.",
     "With {planet} supporting you, it is easier to defend your point of view.",
 )
-_WORK_TIP_EN = (
+WORK_TIP_EN = (
     "Put the important things first and do not let the small ones crowd them out.",
     "Postpone large purchases for a few days.",
     "Keep notes; they will be useful sooner than you think.",
@@ -588,7 +130,7 @@ _WORK_TIP_EN = (
     "Trust your experience over the loudest opinion in the room.",
     "Invest time rather than money in your idea at this stage.",
 )
-_HEALTH_EN = (
+HEALTH_EN = (
     "Your energy is high in the morning and dips a little by evening.",
     "Your body asks for movement: a walk or light exercise will do wonders.",
     "Mind your posture and take short pauses from the screen.",
@@ -606,7 +148,7 @@ _HEALTH_EN = (
     "Stretching in the morning sets a good tone for the whole day.",
     "A warm drink and an early night will restore your strength.",
 )
-_HEALTH_TIP_EN = (
+HEALTH_TIP_EN = (
     "Go to bed a little earlier than usual.",
     "Drink more water than you think you need.",
     "Spend at least half an hour outdoors.",
@@ -623,7 +165,7 @@ _HEALTH_TIP_EN = (
 
 # --- Russian phrase banks -----------------------------------------------------------------------
 
-_DAY_RU = (
+DAY_RU = (
     "{planet} задаёт бодрый темп, и вы почувствуете его с самого утра.",
     "{weekday} открывает больше дверей, чем закрывает, — главное, стучаться в нужные.",
     "Небо благоволит знакам стихии {element_gen}, и ваша сильная сторона — {trait} — заметна всем.",
@@ -648,7 +190,7 @@ _DAY_RU = (
     "День располагает к тому, чтобы закончить начатое, прежде чем браться за новые цели.",
     "Вас может потянуть к переменам: пусть это чувство ведёт вас, но не подгоняет.",
 )
-_DAY_TIP_RU = (
+DAY_TIP_RU = (
     "Опирайтесь на {quality_acc} — и вы продвинетесь дальше, чем ожидаете.",
     "Примите одно решение, которое давно откладывали, — облегчение того стоит.",
     "Оставьте в планах место для приятной неожиданности.",
@@ -670,7 +212,7 @@ _DAY_TIP_RU = (
     "Просите помощи там, где она нужна: её охотно предложат.",
     "Отпустите тревогу, которую вам не нужно нести.",
 )
-_LOVE_RU = (
+LOVE_RU = (
     "В любви честность работает лучше намёков.",
     "Близкий человек ждёт от вас маленького знака внимания.",
     "{planet} согревает сердце, и разговоры с партнёром складываются легко.",
@@ -690,7 +232,7 @@ _LOVE_RU = (
     "Не пытайтесь угадать чувства партнёра — просто спросите.",
     "Дружба может незаметно перерасти в нечто большее.",
 )
-_LOVE_TIP_RU = (
+LOVE_TIP_RU = (
     "Запланируйте на вечер что-нибудь небольшое, но личное.",
     "Дайте собеседнику договорить, прежде чем отвечать.",
     "Комплимент ничего не стоит, но значит очень многое.",
@@ -708,7 +250,7 @@ _LOVE_TIP_RU = (
     "Принимайте нежность, не ища в ней подвоха.",
     "Задайте вопрос, который никогда раньше не задавали.",
 )
-_WORK_RU = (
+WORK_RU = (
     "На работе ваши идеи найдут внимательных слушателей.",
     "Задача, казавшаяся рутинной, сделает интересный поворот.",
     "{planet} благоволит переговорам, договорённостям и подписанию бумаг.",
@@ -728,7 +270,7 @@ _WORK_RU = (
     "Встречи будут продуктивными, если прийти на них с чётким вопросом.",
     "При поддержке {planet_gen} вам проще отстоять свою точку зрения.",
 )
-_WORK_TIP_RU = (
+WORK_TIP_RU = (
     "Начните с главного и не позволяйте мелочам его вытеснить.",
     "Отложите крупные покупки на несколько дней.",
     "Делайте заметки — они пригодятся раньше, чем кажется.",
@@ -746,7 +288,7 @@ _WORK_TIP_RU = (
     "Доверяйте своему опыту больше, чем самому громкому мнению в комнате.",
     "На этом этапе вкладывайте в свою идею время, а не деньги.",
 )
-_HEALTH_RU = (
+HEALTH_RU = (
     "Утром энергии много, а к вечеру она немного спадёт.",
     "Тело просит движения: прогулка или лёгкая зарядка сотворят чудеса.",
     "Следите за осанкой и делайте короткие перерывы от экрана.",
@@ -764,7 +306,7 @@ _HEALTH_RU = (
     "Утренняя растяжка задаст хороший тон всему дню.",
     "Тёплый напиток и ранний отход ко сну восстановят силы.",
 )
-_HEALTH_TIP_RU = (
+HEALTH_TIP_RU = (
     "Ложитесь спать чуть раньше обычного.",
     "Пейте больше воды, чем кажется нужным.",
     "Проведите на свежем воздухе хотя бы полчаса.",
@@ -779,121 +321,17 @@ _HEALTH_TIP_RU = (
     "Найдите время для хобби, которое вас расслабляет.",
 )
 
-_BANKS: dict[Lang, tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]] = {
+BANKS: dict[Lang, tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]] = {
     Lang.EN: (
-        (_DAY_EN, _DAY_TIP_EN),
-        (_LOVE_EN, _LOVE_TIP_EN),
-        (_WORK_EN, _WORK_TIP_EN),
-        (_HEALTH_EN, _HEALTH_TIP_EN),
+        (DAY_EN, DAY_TIP_EN),
+        (LOVE_EN, LOVE_TIP_EN),
+        (WORK_EN, WORK_TIP_EN),
+        (HEALTH_EN, HEALTH_TIP_EN),
     ),
     Lang.RU: (
-        (_DAY_RU, _DAY_TIP_RU),
-        (_LOVE_RU, _LOVE_TIP_RU),
-        (_WORK_RU, _WORK_TIP_RU),
-        (_HEALTH_RU, _HEALTH_TIP_RU),
+        (DAY_RU, DAY_TIP_RU),
+        (LOVE_RU, LOVE_TIP_RU),
+        (WORK_RU, WORK_TIP_RU),
+        (HEALTH_RU, HEALTH_TIP_RU),
     ),
 }
-
-
-def sign_title(sign: Sign, lang: Lang) -> str:
-    """The sign's display name in ``lang`` ("Овен", "Aries"); the LLM prompt uses it too."""
-    return (_SIGNS_RU if lang is Lang.RU else _SIGNS_EN)[sign].title
-
-
-def _seed(*parts: str) -> int:
-    """A process-independent seed: ``hash()`` is salted per process, sha256 is not."""
-    digest = hashlib.sha256("|".join((_SEED_VERSION, *parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "big")
-
-
-def _capitalize(sentence: str) -> str:
-    """Upper-case the first letter only (``str.capitalize`` would lower-case "Mars")."""
-    return sentence[:1].upper() + sentence[1:]
-
-
-def _fill_words(sign: Sign, date: dt.date, lang: Lang, rng: random.Random) -> dict[str, str]:
-    """The placeholder values for one text; the element quality varies from day to day."""
-    weekday = date.weekday()
-    if lang is Lang.RU:
-        ru = _SIGNS_RU[sign]
-        quality, quality_acc = rng.choice(_QUALITIES_RU[ru.element])
-        weekday_nom, weekday_in = _WEEKDAYS_RU[weekday]
-        return {
-            "planet": ru.planet,
-            "planet_gen": ru.planet_gen,
-            "planet_dat": ru.planet_dat,
-            "element_gen": ru.element_gen,
-            "trait": ru.trait,
-            "trait_acc": ru.trait_acc,
-            "quality": quality,
-            "quality_acc": quality_acc,
-            "weekday": weekday_nom,
-            "weekday_in": weekday_in,
-        }
-    en = _SIGNS_EN[sign]
-    return {
-        "planet": en.planet,
-        "element": en.element,
-        "trait": en.trait,
-        "quality": rng.choice(_QUALITIES_EN[en.element]),
-        "weekday": _WEEKDAYS_EN[weekday],
-    }
-
-
-def _render(sign: Sign, date: dt.date, lang: Lang) -> str:
-    """Assemble the text; shortens itself (dropping optional sentences) to stay within bounds."""
-    rng = random.Random(_seed(sign.value, date.isoformat(), lang.value))
-    words = _fill_words(sign, date, lang, rng)
-    signs = _SIGNS_RU if lang is Lang.RU else _SIGNS_EN
-    labels = SECTION_LABELS[lang]
-
-    # Each section: (situation, advice); the day section may also carry a sign-flavour line.
-    sections: list[list[str]] = []
-    for situations, tips in _BANKS[lang]:
-        chosen = [rng.choice(situations), rng.choice(tips)]
-        sections.append([_capitalize(s.format(**words)) for s in chosen])
-    flavour = rng.choice(signs[sign].flavour)
-    if rng.random() < 0.6:
-        sections[0].insert(1, flavour)
-
-    # Lucky number and colour depend on (sign, date) only, so ru and en agree on them.
-    lucky = random.Random(_seed(sign.value, date.isoformat(), "lucky"))
-    number = lucky.randint(1, 99)
-    colour = (_COLOURS_RU if lang is Lang.RU else _COLOURS_EN)[lucky.randrange(len(_COLOURS_EN))]
-    footer = f"{labels[4]} {number}. {labels[5]} {colour}."
-
-    def assemble() -> str:
-        parts = [f"{label} {' '.join(body)}" for label, body in zip(labels, sections, strict=False)]
-        return "\n\n".join([*parts, footer])
-
-    text = assemble()
-    # Too long: drop advice sentences from the longest sections until it fits (never below one
-    # sentence per section). Deterministic, because the order depends only on the text.
-    while len(text) > MAX_LENGTH:
-        candidates = [body for body in sections if len(body) > 1]
-        if not candidates:
-            break
-        longest = max(candidates, key=lambda body: sum(map(len, body)))
-        longest.pop()
-        text = assemble()
-    if len(text) < MIN_LENGTH and flavour not in sections[0]:
-        sections[0].append(flavour)
-        text = assemble()
-    return text
-
-
-class TemplateGenerator:
-    """Offline, deterministic horoscopes in Russian and English from phrase banks.
-
-    Free, instant and always available, which is why it is both the default generator and the
-    fallback of the LLM one.
-    """
-
-    name = "template"
-
-    async def generate(self, sign: Sign, date: dt.date, lang: Lang) -> GeneratedHoroscope:
-        return GeneratedHoroscope(text=_render(sign, date, lang), generator=self.name)
-
-    def render(self, sign: Sign, date: dt.date, lang: Lang) -> str:
-        """Synchronous access for callers without an event loop (tests, scripts)."""
-        return _render(sign, date, lang)
