@@ -127,7 +127,7 @@ async def _stampede(
         # all 4 x n calls really hit the cold key at the same moment.
         waiter = Redis.from_url(redis_url)  # no socket timeout: BLPOP blocks
         try:
-            await waiter.incr(f"{prefix}:test:ready")
+            await waiter.rpush(f"{prefix}:test:ready", 1)
             await waiter.blpop([f"{prefix}:test:go"], timeout=30)
         finally:
             await waiter.aclose()

@@ -84,7 +84,9 @@ async def test_conflict_is_logged_clearly(
                 await srv.wait_for(
                     lambda: any(c.outcome == 409 for c in srv.calls_to("getUpdates")), timeout=10
                 )
-                await asyncio.sleep(0.1)
+                await srv.wait_for(
+                    lambda: any(entry["event"] == "polling_conflict" for entry in logs)
+                )
                 stop.set()
                 assert await asyncio.wait_for(task, 10) == 0
             assert any(entry["event"] == "polling_conflict" for entry in logs), logs

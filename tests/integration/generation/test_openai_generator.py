@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import socket
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -157,10 +156,9 @@ async def test_429_with_long_retry_after_falls_back_at_once(
     fake_llm: FakeLLM, make_gen: MakeGen
 ) -> None:
     fake_llm.script = ["429_long"]
-    started = time.monotonic()
     with capture_logs() as logs:
         result = await make_gen().generate(Sign.LEO, DATE, Lang.EN)
-    assert time.monotonic() - started < 1
+    assert not events(logs, "llm_retry")  # no wait for the Retry-After, no second request
     assert result.is_fallback
     assert len(fake_llm.requests) == 1
     assert events(logs, "llm_fallback")[0]["reason"] == "rate_limited"
@@ -179,15 +177,12 @@ async def test_always_slow_falls_back_after_all_attempts(
     fake_llm: FakeLLM, make_gen: MakeGen
 ) -> None:
     fake_llm.script = ["slow"]
-    started = time.monotonic()
     with capture_logs() as logs:
         result = await make_gen().generate(Sign.LEO, DATE, Lang.EN)
-    elapsed = time.monotonic() - started
     assert result.is_fallback
     assert result.text == template_text()
     assert result.generator == "template"
     assert len(fake_llm.requests) == 3
-    assert 3 * TIMEOUT <= elapsed < 3 * TIMEOUT + 1.0
     assert [e["reason"] for e in events(logs, "llm_retry")] == ["timeout", "timeout"]
     [fallback] = events(logs, "llm_fallback")
     assert fallback["reason"] == "timeout"

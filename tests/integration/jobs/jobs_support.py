@@ -48,11 +48,16 @@ class CountingGenerator:
         self.fail_after = fail_after
         self.hang_after = hang_after
         self.hung = asyncio.Event()
+        self.hung_count = 0
+        self._hung_changed = asyncio.Condition()
 
     async def generate(self, sign: Sign, date: dt.date, lang: Lang) -> GeneratedHoroscope:
         self.calls += 1
         if self.hang_after is not None and self.calls > self.hang_after:
             self.hung.set()
+            async with self._hung_changed:
+                self.hung_count += 1
+                self._hung_changed.notify_all()
             await asyncio.Event().wait()
         if self.fail_after is not None and self.calls > self.fail_after:
             raise RuntimeError("generator down")
@@ -60,6 +65,12 @@ class CountingGenerator:
         result = await self.inner.generate(sign, date, lang)
         self.completed[(sign, date, lang)] += 1
         return result
+
+    async def wait_hung(self, count: int) -> None:
+        """Until ``count`` calls are hanging (e.g. every worker of a job: all that completed
+        before them has been stored)."""
+        async with self._hung_changed:
+            await self._hung_changed.wait_for(lambda: self.hung_count >= count)
 
 
 def make_settings(key_prefix: str, **overrides: Any) -> Settings:
@@ -128,15 +139,18 @@ async def _scheduler_process(redis_url: str, database_url: str, prefix: str) -> 
 
         async def probe() -> None:
             await redis.incr(f"{prefix}:probe_runs")
-            await asyncio.sleep(2.0)  # still leading when the other instance fires
+            # Keep leading until the other instance has fired and been skipped.
+            await redis.blpop([f"{prefix}:skipped"], timeout=30)
 
         async def wrapped() -> None:
             outcome = await runner.run("probe", probe)
+            if outcome.value == "skipped":
+                await redis.rpush(f"{prefix}:skipped", 1)
             await redis.rpush(f"{prefix}:outcomes", outcome.value)
             done.set()
 
         scheduler.start()
-        await redis.incr(f"{prefix}:ready")
+        await redis.rpush(f"{prefix}:ready", 1)
         while (raw := await redis.get(f"{prefix}:fire_at")) is None:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         fire_at = dt.datetime.fromtimestamp(float(raw), dt.UTC)

@@ -76,9 +76,10 @@ async def test_present_rows_are_warmed_into_redis(deps: JobDeps) -> None:
 async def test_killed_half_way_then_resumed_generates_each_once(deps: JobDeps) -> None:
     hanging = CountingGenerator(hang_after=10)
     deps.generator = hanging
-    task = asyncio.create_task(run_precompute(deps, dates=[D, D + dt.timedelta(1)]))
-    await asyncio.wait_for(hanging.hung.wait(), 10)
-    await asyncio.sleep(0.05)
+    task = asyncio.create_task(run_precompute(deps, dates=[D, D + dt.timedelta(1)], concurrency=4))
+    # Every worker stores what it generated before it asks for the next text, so once all four
+    # hang, every completed generation is in Postgres.
+    await hanging.wait_hung(4)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert task.cancelled()

@@ -32,21 +32,19 @@ async def test_two_instances_in_two_processes_run_a_job_once(
     for p in procs:
         p.start()
     try:
-        deadline = time.monotonic() + 60
-        while int(await redis.get(f"{key_prefix}:ready") or 0) < 2:
-            assert time.monotonic() < deadline, "instances did not start"
-            assert all(p.is_alive() for p in procs), "an instance died"
-            await asyncio.sleep(0.05)
+        for _ in range(2):  # each instance says it is up (pytest-timeout bounds a hang)
+            assert await redis.blpop([f"{key_prefix}:ready"], timeout=60), "no instance"
         await redis.set(f"{key_prefix}:fire_at", str(time.time() + 1.0))
-        while await redis.llen(f"{key_prefix}:outcomes") < 2:
-            assert time.monotonic() < deadline, "the probe did not run in both instances"
-            await asyncio.sleep(0.05)
+        for _ in range(2):
+            assert await redis.blmove(
+                f"{key_prefix}:outcomes", f"{key_prefix}:seen", 60, "LEFT", "RIGHT"
+            ), "the probe did not run in both instances"
     finally:
         for p in procs:
             p.join(30)
             if p.is_alive():
                 p.kill()
-    outcomes = sorted(o.decode() for o in await redis.lrange(f"{key_prefix}:outcomes", 0, -1))
+    outcomes = sorted(o.decode() for o in await redis.lrange(f"{key_prefix}:seen", 0, -1))
     assert outcomes == ["ok", "skipped"]
     assert int(await redis.get(f"{key_prefix}:probe_runs") or 0) == 1
     assert [p.exitcode for p in procs] == [0, 0]
@@ -85,9 +83,9 @@ async def test_start_precomputes_in_background_and_shutdown_is_graceful(
         update={"enabled_langs": (deps.settings.default_lang,)}
     )
     deps.generator = CountingGenerator(hang_after=20)
-    started = time.monotonic()
+    # Precompute hangs after 20 generations: start_jobs returning at all (and the hang being
+    # reached afterwards) is what shows that start-up does not wait for it.
     handle = await start_jobs(deps)
-    assert time.monotonic() - started < 2  # precompute does not block start-up
     assert handle.scheduler is not None and handle.scheduler.running
     await asyncio.wait_for(deps.generator.hung.wait(), 10)  # type: ignore[union-attr]
     assert "precompute" in handle.runner.running.values()

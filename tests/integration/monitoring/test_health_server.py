@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -71,9 +70,7 @@ async def test_healthz_readyz_and_metrics_on_real_stores(redis: Redis, engine: A
 
 async def test_readyz_names_redis_when_it_is_down(dead_redis: Redis, engine: AsyncEngine) -> None:
     async with HealthServer("127.0.0.1:0", redis=dead_redis, engine=engine) as server:
-        started = time.monotonic()
         status, body = await _get(f"{server.url}/readyz")
-        assert time.monotonic() - started < 2.5
         assert await _get(f"{server.url}/healthz") == (200, "ok")  # liveness does not care
     assert status == 503
     result = json.loads(body)

@@ -215,17 +215,19 @@ async def test_rate_limited_upload_leader_takes_its_token_before_the_slot(assets
     bot = FakeBot()
     sender = ImageSender(MemoryStore(), assets_dir=assets)
     gate = asyncio.Event()
+    waiting = asyncio.Event()
     tokens = 0
 
     async def token() -> None:
         nonlocal tokens
+        waiting.set()
         await gate.wait()
         tokens += 1
 
     push = asyncio.create_task(
         sender.send_photo(bot, 1, "signs/leo.jpg", before_request=token)  # type: ignore[arg-type]
     )
-    await asyncio.sleep(0.01)  # the push is now waiting for its token
+    await waiting.wait()  # the push is now waiting for its token
     person = await asyncio.wait_for(sender.send_photo(bot, 2, "signs/leo.jpg"), 1.0)  # type: ignore[arg-type]
     assert person.method == "upload"
     gate.set()
