@@ -21,6 +21,7 @@ __all__ = [
     "StoredFile",
     "StoredMessage",
     "Upload",
+    "WebhookDelivery",
 ]
 
 
@@ -101,6 +102,10 @@ class FakeBot:
     next_update_id: int = 100_000
     allowed_updates: list[str] | None = None
     webhook_url: str = ""
+    webhook_secret: str | None = None
+    webhook_max_connections: int = 40
+    webhook_last_error_date: int | None = None
+    webhook_last_error_message: str | None = None
     commands: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
     active_poll: asyncio.Future[None] | None = None
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
@@ -209,26 +214,57 @@ class _CallFields(NamedTuple):
 
 
 class RecordedCall(_CallFields):
-    """One Bot API request: a ``(method, params, at, outcome)`` tuple plus ``bot_id``.
+    """One Bot API request: a ``(method, params, at, outcome)`` tuple plus ``bot_id``, ``tag``.
 
     ``at`` is ``time.monotonic()`` when the request arrived; ``outcome`` is ``"ok"`` or the
     error code. Requests are appended when they finish (so a long poll shows up when it returns).
     ``params`` has JSON fields decoded, numbers/booleans converted, and uploads as
     :class:`Upload`. ``bot_id`` is an attribute, not a tuple item, so 4-way unpacking works.
+    ``tag``: the path segment before ``/bot<token>/`` when the client used a base URL with one
+    (``http://host:port/<tag>``): which of several bot processes made the call.
     """
 
     bot_id: int
+    tag: str
 
     def __new__(
-        cls, method: str, params: dict[str, Any], at: float, outcome: str | int, bot_id: int = 0
+        cls,
+        method: str,
+        params: dict[str, Any],
+        at: float,
+        outcome: str | int,
+        bot_id: int = 0,
+        tag: str = "",
     ) -> RecordedCall:
         self = super().__new__(cls, method, params, at, outcome)
         self.bot_id = bot_id
+        self.tag = tag
         return self
 
     @property
     def ok(self) -> bool:
         return self.outcome == "ok"
+
+
+@dataclass
+class WebhookDelivery:
+    """One attempt to deliver an update to a webhook: where, when, and how it ended.
+
+    ``status``: the HTTP status of the answer, None when there was none (``error`` says why:
+    connection refused or reset, timeout). ``at``/``finished`` are ``time.monotonic()``.
+    """
+
+    update_id: int
+    url: str
+    attempt: int
+    at: float
+    finished: float = 0.0
+    status: int | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
 
 
 def chat_instance(bot_id: int, chat_id: int) -> str:

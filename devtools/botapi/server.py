@@ -11,14 +11,18 @@ streams :meth:`~devtools.botapi.state.BotAPIState.subscribe` events to the brows
 
 from __future__ import annotations
 
+import asyncio
 import json
 import mimetypes
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from aiohttp import web
 
-from devtools.botapi.models import APIError
+from devtools.botapi.models import APIError, FakeBot
 from devtools.botapi.state import BotAPIState, ConflictPolicy, FilePart
+from devtools.botapi.webhook import WebhookDeliverer, round_robin
 
 if TYPE_CHECKING:
     from aiogram.client.session.aiohttp import AiohttpSession
@@ -41,6 +45,9 @@ class BotAPIServer(BotAPIState):
         tokens: tuple[str, ...] | list[str] = (),
         conflict_policy: ConflictPolicy = "reject_new",
         auto_register: bool = False,
+        webhook_retry_base: float = 0.05,
+        webhook_retry_cap: float = 1.0,
+        webhook_timeout: float = 60.0,
     ) -> None:
         super().__init__(
             tokens=tokens, conflict_policy=conflict_policy, auto_register=auto_register
@@ -49,8 +56,17 @@ class BotAPIServer(BotAPIState):
         self.app[BOTAPI_KEY] = self
         self.app.router.add_route("*", "/bot{token}/{method}", self._api_handler)
         self.app.router.add_get("/file/bot{token}/{path:.+}", self._file_handler)
+        # A client whose base URL ends in /<tag> (one of several bot processes): same API.
+        self.app.router.add_route("*", "/{tag}/bot{token}/{method}", self._api_handler)
         self._runner: web.AppRunner | None = None
         self.url: str | None = None
+        #: Telegram's webhook retries: the back-off doubles from ``base`` up to ``cap`` (real
+        #: Telegram waits longer; tests want it short), and an answer may take ``timeout``.
+        self.webhook_retry = (webhook_retry_base, webhook_retry_cap, webhook_timeout)
+        self._deliverers: dict[int, WebhookDeliverer] = {}
+        self._webhook_session: aiohttp.ClientSession | None = None
+        self._webhook_route: Callable[[str], str] | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Listen (port 0 = any free port) and return the base URL, e.g. http://127.0.0.1:8081."""
@@ -70,8 +86,17 @@ class BotAPIServer(BotAPIState):
         return self.url
 
     async def stop(self) -> None:
-        """Answer pending long polls and shut the listener down; state stays inspectable."""
+        """Answer pending long polls, stop webhook deliveries and shut the listener down; state
+        stays inspectable."""
         self.release_polls()
+        for tag in list(self._held_tags):
+            self.release_calls(tag)
+        deliverers, self._deliverers = list(self._deliverers.values()), {}
+        for deliverer in deliverers:
+            await deliverer.stop()
+        if self._webhook_session is not None:
+            session, self._webhook_session = self._webhook_session, None
+            await session.close()
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
@@ -82,6 +107,44 @@ class BotAPIServer(BotAPIState):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    # ------------------------------------------------------------------ webhooks
+
+    def route_webhooks(self, targets: list[str] | None) -> None:
+        """Act as the load balancer in front of several bot processes: each delivery attempt
+        goes to the next of ``targets`` (``http://host:port``), round-robin; None: to the URL
+        itself."""
+        self._webhook_route = round_robin(targets) if targets else None
+        for deliverer in self._deliverers.values():
+            deliverer.route = self._webhook_route
+
+    def _webhook_changed(self, bot: FakeBot) -> None:
+        deliverer = self._deliverers.get(bot.id)
+        if not bot.webhook_url:
+            if deliverer is not None:
+                del self._deliverers[bot.id]
+                task = asyncio.ensure_future(deliverer.stop())
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+            return
+        if deliverer is None:
+            if self._webhook_session is None:
+                # No connection cap here: each bot's max_connections is the cap.
+                self._webhook_session = aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=0)
+                )
+            base, cap, timeout = self.webhook_retry
+            deliverer = WebhookDeliverer(
+                self,
+                bot,
+                self._webhook_session,
+                route=self._webhook_route,
+                retry_base=base,
+                retry_cap=cap,
+                timeout=timeout,
+            )
+            self._deliverers[bot.id] = deliverer
+        deliverer.start()
 
     # ------------------------------------------------------------------ aiogram helpers
 
@@ -108,7 +171,8 @@ class BotAPIServer(BotAPIState):
             params, files = await self._read_params(request)
         except APIError as err:
             return web.json_response(err.to_json(), status=err.error_code)
-        status, body = await self.handle(token, method, params, files)
+        tag = request.match_info.get("tag", "")
+        status, body = await self.handle(token, method, params, files, tag=tag)
         return web.json_response(body, status=status, dumps=_dumps)
 
     @staticmethod

@@ -21,6 +21,7 @@ import json
 import re
 import secrets
 import time
+import urllib.parse
 from asyncio import FIRST_COMPLETED
 from collections import Counter, defaultdict, deque
 from collections.abc import Awaitable, Callable
@@ -35,6 +36,7 @@ from devtools.botapi.models import (
     StoredFile,
     StoredMessage,
     Upload,
+    WebhookDelivery,
     bad_request,
     chat_instance,
 )
@@ -57,6 +59,14 @@ NOT_MODIFIED = (
     "message is not modified: specified new message content and reply markup are exactly the "
     "same as a current content and reply markup of the message"
 )
+WEBHOOK_CONFLICT = (
+    "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete "
+    "the webhook first"
+)
+WEBHOOK_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+#: Hosts a webhook may be plain HTTP on: the double plays a local Bot API server, which (unlike
+#: api.telegram.org) delivers to http:// and any port.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 POLL_CONFLICT = (
     "Conflict: terminated by other getUpdates request; make sure that only one bot instance is "
     "running"
@@ -158,6 +168,10 @@ class BotAPIState:
         self.callback_answers: list[dict[str, Any]] = []
         self.inline_answers: list[dict[str, Any]] = []
         self.chat_actions: list[dict[str, Any]] = []
+        #: every attempt to deliver an update to a webhook, in the order they ended
+        self.webhook_deliveries: list[WebhookDelivery] = []
+        self._held_tags: dict[str, asyncio.Event] = {}
+        self._held_now: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
         self.callback_queries: dict[str, dict[str, Any]] = {}
         self.inline_queries: dict[str, dict[str, Any]] = {}
         self._message_ids: Counter[tuple[int, int]] = Counter()
@@ -341,6 +355,35 @@ class BotAPIState:
         self._faults.clear()
         self._rate_limits.clear()
         self._rate_counts.clear()
+
+    def hold_calls(self, tag: str) -> None:
+        """Calls from the client tagged ``tag`` (its base URL ends in ``/<tag>``) wait, unanswered,
+        until :meth:`release_calls` or until the client goes away (then they never happen: a
+        bot process killed while waiting for Telegram's answer)."""
+        self._held_tags.setdefault(tag, asyncio.Event())
+
+    def release_calls(self, tag: str) -> None:
+        event = self._held_tags.pop(tag, None)
+        if event is not None:
+            event.set()
+
+    def held_calls(self, tag: str) -> int:
+        """How many calls of ``tag`` are waiting right now."""
+        return len(self._held_now[tag])
+
+    def held(self, tag: str) -> list[tuple[str, dict[str, Any]]]:
+        """The calls of ``tag`` waiting right now: (method, params) each."""
+        return list(self._held_now[tag])
+
+    def record_delivery(self, delivery: WebhookDelivery) -> None:
+        self.webhook_deliveries.append(delivery)
+        self._touch()
+
+    def deliveries_of(self, update_id: int) -> list[WebhookDelivery]:
+        return [d for d in self.webhook_deliveries if d.update_id == update_id]
+
+    def _webhook_changed(self, bot: FakeBot) -> None:
+        """Hook for the HTTP server: start or stop delivering ``bot``'s updates."""
 
     def _check_faults(self, method: str) -> None:
         queue = self._faults.get(method)
@@ -716,8 +759,12 @@ class BotAPIState:
         method: str,
         raw_params: dict[str, Any],
         files: dict[str, FilePart] | None = None,
+        *,
+        tag: str = "",
     ) -> tuple[int, dict[str, Any]]:
-        """Run one Bot API request; returns (HTTP status, JSON body). Never raises APIError."""
+        """Run one Bot API request; returns (HTTP status, JSON body). Never raises APIError.
+
+        ``tag``: which client (see RecordedCall.tag); its calls wait while it is held."""
         started = time.monotonic()
         files = files or {}
         bot_id = 0
@@ -730,6 +777,15 @@ class BotAPIState:
             impl = self._methods.get(method.lower())
             if impl is None:
                 raise APIError(404, "Not Found")
+            held = self._held_tags.get(tag) if tag else None
+            if held is not None:
+                entry = (method, recorded)
+                self._held_now[tag].append(entry)
+                self._touch()
+                try:
+                    await held.wait()
+                finally:
+                    self._held_now[tag].remove(entry)
             self._check_faults(method.lower())
             result = await impl(bot, Params(values, files))
             status, body = 200, {"ok": True, "result": result}
@@ -737,11 +793,11 @@ class BotAPIState:
             status, body = err.error_code, err.to_json()
         except asyncio.CancelledError:
             # The client went away (a poller stopped): still worth seeing in ``calls``.
-            self.calls.append(RecordedCall(method, recorded, started, "cancelled", bot_id))
+            self.calls.append(RecordedCall(method, recorded, started, "cancelled", bot_id, tag))
             self._touch()
             raise
         self.calls.append(
-            RecordedCall(method, recorded, started, "ok" if status == 200 else status, bot_id)
+            RecordedCall(method, recorded, started, "ok" if status == 200 else status, bot_id, tag)
         )
         self._touch()
         return status, body
@@ -1022,30 +1078,57 @@ class BotAPIState:
         return True
 
     async def _m_deletewebhook(self, bot: FakeBot, p: Params) -> bool:
-        bot.webhook_url = ""
+        bot.webhook_url, bot.webhook_secret = "", None
         if p.get_bool("drop_pending_updates"):
             bot.updates.clear()
+        self._webhook_changed(bot)
         return True
 
     async def _m_setwebhook(self, bot: FakeBot, p: Params) -> bool:
         url = p.get_str("url") or ""
-        if url and not url.startswith("https://"):
-            raise bad_request("bad webhook: An HTTPS URL must be provided for webhook")
+        if url:
+            parts = urllib.parse.urlsplit(url)
+            if parts.scheme not in ("https", "http") or not parts.hostname:
+                raise bad_request("bad webhook: Invalid URL specified")
+            if parts.scheme != "https" and parts.hostname not in LOOPBACK_HOSTS:
+                raise bad_request("bad webhook: An HTTPS URL must be provided for webhook")
+        secret = p.get_str("secret_token")
+        if secret is not None and secret != "" and not WEBHOOK_SECRET_RE.match(secret):
+            raise bad_request("secret token contains unallowed characters")
+        max_connections = p.get_int("max_connections", default=40) or 40
+        if not 1 <= max_connections <= 100:
+            raise bad_request("bad webhook: max_connections must be between 1 and 100")
+        allowed = p.get_json("allowed_updates")
+        if isinstance(allowed, list):
+            bot.allowed_updates = [str(a) for a in allowed] or None
         bot.webhook_url = url
+        bot.webhook_secret = secret or None
+        bot.webhook_max_connections = max_connections
+        bot.webhook_last_error_date = bot.webhook_last_error_message = None
         if p.get_bool("drop_pending_updates"):
             bot.updates.clear()
         if bot.active_poll is not None and not bot.active_poll.done():
             bot.active_poll.set_exception(
                 APIError(409, "Conflict: terminated by setWebhook request")
             )
+        self._webhook_changed(bot)
         return True
 
     async def _m_getwebhookinfo(self, bot: FakeBot, p: Params) -> dict[str, Any]:
-        return {
+        info: dict[str, Any] = {
             "url": bot.webhook_url,
             "has_custom_certificate": False,
             "pending_update_count": len(bot.updates),
         }
+        if bot.webhook_url:
+            info["max_connections"] = bot.webhook_max_connections
+            info["ip_address"] = "127.0.0.1"
+            if bot.allowed_updates:
+                info["allowed_updates"] = list(bot.allowed_updates)
+            if bot.webhook_last_error_date is not None:
+                info["last_error_date"] = bot.webhook_last_error_date
+                info["last_error_message"] = bot.webhook_last_error_message
+        return info
 
     def _deliverable(self, bot: FakeBot, limit: int) -> list[dict[str, Any]]:
         allowed = set(bot.allowed_updates) if bot.allowed_updates else None
@@ -1064,11 +1147,7 @@ class BotAPIState:
 
     async def _m_getupdates(self, bot: FakeBot, p: Params) -> list[dict[str, Any]]:
         if bot.webhook_url:
-            raise APIError(
-                409,
-                "Conflict: can't use getUpdates method while webhook is active; use "
-                "deleteWebhook to delete the webhook first",
-            )
+            raise APIError(409, WEBHOOK_CONFLICT)
         offset = p.get_int("offset")
         limit = min(100, max(1, p.get_int("limit", default=100) or 100))
         timeout = max(0, p.get_int("timeout", default=0) or 0)
