@@ -1,7 +1,8 @@
 """All configuration in one pydantic-settings class.
 
 Values come from the environment and `.env`; secrets may come from files (`BOT_TOKEN_FILE`,
-`POSTGRES_PASSWORD_FILE`, `LLM_API_KEY_FILE`) or from Docker/Compose secrets under
+`POSTGRES_PASSWORD_FILE`, `LLM_API_KEY_FILE`, `WEBHOOK_SECRET_FILE`) or from Docker/Compose
+secrets under
 `/run/secrets/<name>`. A bad value stops start-up with one line naming the variable (see
 `load_settings`), and secrets are `SecretStr` so they never show in reprs, logs or errors.
 """
@@ -32,6 +33,13 @@ SECRETS_DIR = Path("/run/secrets")
 #: What Telegram issues: the bot's numeric id, a colon, a secret of URL-safe characters.
 _TOKEN_RE = re.compile(r"[0-9]{1,20}:[A-Za-z0-9_-]{8,100}")
 TELEGRAM_API_DEFAULT = "https://api.telegram.org"
+#: What Telegram accepts as a webhook's ``secret_token`` (setWebhook): 1-256 of these.
+_WEBHOOK_SECRET_RE = re.compile(r"[A-Za-z0-9_-]{1,256}")
+#: The ports Telegram delivers webhooks to (a local Bot API server accepts any).
+TELEGRAM_WEBHOOK_PORTS = frozenset({443, 80, 88, 8443})
+#: Telegram's broadcast limit without paid broadcasts, and with them (Bot API 7.11).
+FREE_BROADCAST_RATE = 30.0
+PAID_BROADCAST_RATE = 1000.0
 
 
 class ConfigError(Exception):
@@ -70,6 +78,19 @@ class Settings(BaseSettings):
     bot_token_file: Path | None = None
     telegram_api_url: str = TELEGRAM_API_DEFAULT
     admin_ids: Annotated[frozenset[int], NoDecode] = frozenset()
+    #: set: Telegram delivers updates to this URL (webhook mode); unset: long polling
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    webhook_secret_file: Path | None = None
+    #: where the webhook server listens (behind the load balancer that terminates TLS)
+    webhook_listen: str = "127.0.0.1:8081"
+    webhook_max_connections: int = Field(40, ge=1, le=100)
+    #: in-progress lease of an update (extended while it is handled): how long a redelivery
+    #: waits before another instance takes over the update of an instance that died
+    webhook_lease_seconds: float = Field(10.0, ge=1, le=300)
+    #: how long a handled update_id is remembered, so a redelivery is answered without
+    #: handling it again
+    webhook_dedupe_ttl: int = Field(3600, ge=60, le=7 * 86_400)
 
     # Stores
     database_url: str | None = None
@@ -129,7 +150,16 @@ class Settings(BaseSettings):
     invalidation_replay_seconds: int = Field(
         10, ge=1, description="how often cache invalidations Redis missed are retried"
     )
-    push_rate_per_second: float = Field(25.0, gt=0, le=30)
+    #: global send rate of the daily push, across all instances (enforced in Redis)
+    push_rate_per_second: float = Field(25.0, ge=1, le=PAID_BROADCAST_RATE)
+    #: Bot API 7.11 paid broadcasts (0.1 Star per message): rates above 30/s, up to 1000/s
+    push_paid_broadcast: bool = False
+    #: how long a claimed batch of push users stays this instance's (extended while it works)
+    push_claim_seconds: float = Field(120.0, ge=1, le=3600)
+    #: how often each instance looks for due users (60: every minute at second 5)
+    push_sweep_seconds: int = Field(60, ge=1, le=3600)
+    #: users per claim (0: about four seconds' worth at PUSH_RATE_PER_SECOND, 10..500)
+    push_batch_size: int = Field(0, ge=0, le=5000)
     scheduler_enabled: bool = True
     max_concurrent_updates: int = Field(
         64, ge=2, le=10_000, description="updates handled at once (back-pressure beyond)"
@@ -221,12 +251,22 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("webhook_url")
+    @classmethod
+    def _check_webhook_url(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        value = _check_url(value.strip(), ("http", "https"), "HTTP")
+        if not urlsplit(value).hostname:
+            raise ValueError("no host name (the public https URL Telegram posts updates to)")
+        return value
+
     @field_validator("telegram_api_url", "llm_base_url")
     @classmethod
     def _check_http_url(cls, value: str) -> str:
         return _check_url(value, ("http", "https"), "HTTP").rstrip("/")
 
-    @field_validator("metrics_addr", "playground_addr")
+    @field_validator("metrics_addr", "playground_addr", "webhook_listen")
     @classmethod
     def _check_addr(cls, value: str) -> str:
         if value == "":
@@ -252,6 +292,7 @@ class Settings(BaseSettings):
             ("bot_token", "bot_token_file", "telegram_bot_token"),
             ("postgres_password", "postgres_password_file", "postgres_password"),
             ("llm_api_key", "llm_api_key_file", "llm_api_key"),
+            ("webhook_secret", "webhook_secret_file", "webhook_secret"),
         ):
             if getattr(self, field) is not None:
                 continue
@@ -266,13 +307,50 @@ class Settings(BaseSettings):
             object.__setattr__(self, "bot_token", None)
         elif not _TOKEN_RE.fullmatch(token):
             raise ValueError("BOT_TOKEN: does not look like a bot token (<digits>:<secret>)")
+        self._check_webhook()
+        self._check_push_rate()
         return self
+
+    def _check_webhook(self) -> None:
+        """Webhook mode needs a secret Telegram can send (an unchecked webhook would let anyone
+        who finds the URL feed the bot updates), and an address Telegram delivers to."""
+        secret = self.webhook_secret.get_secret_value() if self.webhook_secret else ""
+        if secret and not _WEBHOOK_SECRET_RE.fullmatch(secret):
+            raise ValueError(
+                "WEBHOOK_SECRET: 1-256 characters A-Z, a-z, 0-9, _ and - (what Telegram accepts)"
+            )
+        if self.webhook_url is None:
+            return
+        if not secret:
+            raise ValueError(
+                "WEBHOOK_SECRET: required when WEBHOOK_URL is set (or WEBHOOK_SECRET_FILE)"
+            )
+        if self.telegram_api_url == TELEGRAM_API_DEFAULT:
+            parts = urlsplit(self.webhook_url)
+            if parts.scheme != "https":
+                raise ValueError("WEBHOOK_URL: Telegram delivers webhooks over HTTPS only")
+            if (parts.port or 443) not in TELEGRAM_WEBHOOK_PORTS:
+                raise ValueError("WEBHOOK_URL: Telegram delivers only to ports 443, 80, 88, 8443")
+
+    def _check_push_rate(self) -> None:
+        if self.push_rate_per_second > FREE_BROADCAST_RATE and not self.push_paid_broadcast:
+            raise ValueError(
+                "PUSH_RATE_PER_SECOND: above 30/s Telegram needs paid broadcasts"
+                " (PUSH_PAID_BROADCAST=true, up to 1000/s)"
+            )
 
     # -- derived ----------------------------------------------------------------------------
 
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.bot_timezone)
+
+    @property
+    def webhook_path(self) -> str:
+        """The path the webhook server answers on: WEBHOOK_URL's (``/`` when it has none)."""
+        if self.webhook_url is None:
+            return "/"
+        return urlsplit(self.webhook_url).path or "/"
 
     @property
     def bot_id(self) -> int | None:

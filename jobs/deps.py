@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
 from bot.domain.clock import Clock, utc_now
+from bot.ops.instance import instance_id
 from cache import CacheAside, KeySpace
 from db.repositories.context import DataContext
 from db.types import HoroscopeGenerator
@@ -45,6 +46,8 @@ class JobDeps:
     generator: HoroscopeGenerator | None = None
     clock: Clock = utc_now
     monotonic: Callable[[], float] = time.monotonic
+    #: this process, as named in shared records (the push's claims): bot.ops.instance
+    instance: str = field(default_factory=instance_id)
 
     @cached_property
     def data(self) -> DataContext:

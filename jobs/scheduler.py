@@ -56,6 +56,14 @@ FLUSH_JOBS = ("flush_views", "flush_last_seen")
 PUSH_SECOND = 5
 
 
+def push_trigger(every: int, tz: dt.tzinfo) -> CronTrigger | IntervalTrigger:
+    """Every minute at PUSH_SECOND (the default), or every ``every`` seconds (shorter sweeps
+    pick up expired claims sooner; tests use a second)."""
+    if every == 60:
+        return CronTrigger(second=PUSH_SECOND, timezone=tz)
+    return IntervalTrigger(seconds=every, timezone=tz)
+
+
 def job_functions(deps: JobDeps) -> dict[str, Callable[[], Awaitable[Any]]]:
     """Each job by name, as a no-argument coroutine function bound to ``deps``."""
 
@@ -127,8 +135,10 @@ def create_scheduler(deps: JobDeps, *, runner: JobRunner | None = None) -> Async
     )
     if deps.bot is not None and deps.images is not None:
         scheduler.add_job(
-            runner.wrap("push", funcs["push"]),
-            CronTrigger(second=PUSH_SECOND, timezone=tz),
+            # No leader lock: every instance sweeps and claims batches of due users
+            # (jobs/push.py), so the push is shared, and a dead instance's users are taken over.
+            runner.wrap("push", funcs["push"], lock=False),
+            push_trigger(settings.push_sweep_seconds, tz),
             id="push",
             name="push",
         )

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import BigInteger, Boolean, Date, Index, String, Time, func, text
+from sqlalchemy import BigInteger, Boolean, Date, DateTime, Index, String, Time, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from db.base import Base, TimestampMixin
@@ -32,6 +32,11 @@ class User(TimestampMixin, Base):
         Time, server_default=text(f"'{DEFAULT_PUSH_TIME:%H:%M}'")
     )
     last_push_date: Mapped[dt.date | None] = mapped_column(Date)
+    # The daily push's claim (jobs/push.py): the instance that holds this user's push for
+    # now, and until when. Set by a batch claim, cleared when the push is done; an expired
+    # claim (its instance died) is taken over by any instance's next sweep.
+    push_claimed_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    push_claimed_by: Mapped[str | None] = mapped_column(String(64))
 
     first_seen_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
     last_seen_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())

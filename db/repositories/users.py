@@ -491,3 +491,122 @@ class UserRepository:
     async def disable_push(self, user_id: int) -> bool:
         """Turn the push off (the user blocked the bot); False when there is no such user."""
         return await self._update(user_id, push_enabled=False) is not None
+
+    # ------------------------------------------------------------------ shared push claims
+
+    def _zone_due(self, name: str | None, now_utc: dt.datetime) -> tuple[Any, dt.date] | None:
+        """The due condition of one zone (an equality on the index's leading column plus a
+        range on push_time) and that zone's local date; None for a zone this machine lacks."""
+        try:
+            zone = self._ctx.tz if name is None else ZoneInfo(name)
+        except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+            log.warning("skipping subscribers with unknown zone %r", name)
+            return None
+        local = now_utc.astimezone(zone)
+        today, now_time = local.date(), local.time().replace(tzinfo=None)
+        zone_cond = User.timezone.is_(None) if name is None else User.timezone == name
+        cond = (
+            User.push_enabled,
+            zone_cond,
+            User.push_time <= now_time,
+            (User.last_push_date.is_(None)) | (User.last_push_date < today),
+            User.zodiac_sign.is_not(None),
+        )
+        return cond, today
+
+    async def claim_push_batch(
+        self, now_utc: dt.datetime, *, owner: str, until: dt.datetime, limit: int
+    ) -> list[PushTarget]:
+        """Claim up to ``limit`` due users for ``owner`` until ``until``; returns them.
+
+        Due as in ``due_for_push``, and not claimed by anyone (no claim, or one that expired
+        at ``now_utc``: its instance died or gave the user back). One statement per zone:
+        ``WITH due AS MATERIALIZED (SELECT id ... LIMIT n FOR UPDATE SKIP LOCKED) UPDATE ...
+        RETURNING``: concurrent claimers never wait for each other and never get the same row
+        (a row another claimer holds is skipped; one it has committed no longer matches). The
+        caller commits; the claim columns are not in the cached UserData, so nothing is
+        invalidated.
+        """
+        if now_utc.tzinfo is None or until.tzinfo is None:
+            raise ValueError("now_utc and until must be timezone-aware")
+        zones: list[str | None] = [None]
+        zones += list((await self._session.execute(_SUBSCRIBER_ZONES)).scalars())
+        found: list[PushTarget] = []
+        for name in zones:
+            if len(found) >= limit:
+                break
+            due = self._zone_due(name, now_utc)
+            if due is None:
+                continue
+            cond, today = due
+            free = (User.push_claimed_until.is_(None)) | (User.push_claimed_until <= now_utc)
+            picked = (
+                select(User.id)
+                .where(*cond, free)
+                .limit(limit - len(found))
+                .with_for_update(skip_locked=True)
+                .cte("due")
+                .prefix_with("MATERIALIZED")
+            )
+            stmt = (
+                update(User)
+                .where(User.id == picked.c.id)
+                .values(push_claimed_until=until, push_claimed_by=owner)
+                .returning(*_COLUMNS)
+                .execution_options(synchronize_session=False)
+            )
+            for row in await self._session.execute(stmt):
+                found.append(PushTarget(user=_to_data(row), local_date=today))
+        found.sort(key=lambda t: t.user.id)
+        return found
+
+    async def move_push_claims(
+        self, user_ids: Sequence[int], *, owner: str, until: dt.datetime
+    ) -> int:
+        """Move ``owner``'s claims on ``user_ids`` to expire at ``until`` (only those still its
+        own): later to keep them, now to give them back."""
+        if not user_ids:
+            return 0
+        stmt = (
+            update(User)
+            .where(User.id.in_(list(user_ids)), User.push_claimed_by == owner)
+            .values(push_claimed_until=until)
+            .execution_options(synchronize_session=False)
+        )
+        result = await self._session.execute(stmt)
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    async def complete_push(self, user_id: int, local_date: dt.date) -> bool:
+        """The push of ``local_date`` reached the user: record it and drop the claim.
+
+        Conditional on ``last_push_date < local_date``: False when it was already recorded
+        (then somebody else sent it too: the claim was lost, which the sender's lease margin
+        is there to prevent). Invalidates the cached user after commit.
+        """
+        row = await self._update(
+            user_id,
+            [(User.last_push_date.is_(None)) | (User.last_push_date < local_date)],
+            last_push_date=local_date,
+            push_claimed_until=None,
+            push_claimed_by=None,
+        )
+        return row is not None
+
+    async def release_push_claim(
+        self, user_id: int, *, owner: str, retry_at: dt.datetime | None = None
+    ) -> bool:
+        """Give the user back: due again for anyone from ``retry_at`` (None: at once).
+
+        A retriable failure gives the user back with a delay, so the next sweep (not this
+        run, over and over) tries again. Only ``owner``'s own claim is touched.
+        """
+        stmt = (
+            update(User)
+            .where(User.id == user_id, User.push_claimed_by == owner)
+            .values(
+                push_claimed_until=retry_at, push_claimed_by=None if retry_at is None else owner
+            )
+            .execution_options(synchronize_session=False)
+        )
+        result = await self._session.execute(stmt)
+        return bool(getattr(result, "rowcount", 0))

@@ -17,6 +17,8 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         "BOT_TOKEN", "BOT_TOKEN_FILE", "DATABASE_URL", "REDIS_URL", "ADMIN_IDS", "BOT_TIMEZONE",
         "DEFAULT_LANG", "POSTGRES_PASSWORD", "POSTGRES_PASSWORD_FILE", "LOG_LEVEL",
         "DB_PGBOUNCER",
+        "WEBHOOK_URL", "WEBHOOK_SECRET", "WEBHOOK_SECRET_FILE", "TELEGRAM_API_URL",
+        "PUSH_RATE_PER_SECOND", "PUSH_PAID_BROADCAST",
     ):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)  # no stray .env
@@ -120,3 +122,64 @@ def test_malformed_token_is_rejected_without_echo(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(ConfigError) as info:
         load_settings()
     assert "secretvalue" not in str(info.value)
+
+
+def test_webhook_mode_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert load_settings().webhook_url is None  # unset: long polling
+    assert load_settings(webhook_url="  ").webhook_url is None
+    secret = tmp_path / "webhook_secret"
+    secret.write_text("from-a_file-42\n")
+    monkeypatch.setenv("WEBHOOK_URL", "https://bot.example.com:8443/tg/webhook")
+    monkeypatch.setenv("WEBHOOK_SECRET_FILE", str(secret))
+    s = load_settings()
+    assert s.webhook_secret is not None
+    assert s.webhook_secret.get_secret_value() == "from-a_file-42"
+    assert "from-a_file" not in repr(s)
+    assert s.webhook_path == "/tg/webhook"
+    assert (s.webhook_listen, s.webhook_max_connections) == ("127.0.0.1:8081", 40)
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"webhook_url": "https://x.example/h"}, "WEBHOOK_SECRET: required when WEBHOOK_URL"),
+        (
+            {"webhook_url": "http://x.example/h", "webhook_secret": "abc"},
+            "WEBHOOK_URL: Telegram delivers webhooks over HTTPS only",
+        ),
+        (
+            {"webhook_url": "https://x.example:9000/h", "webhook_secret": "abc"},
+            "ports 443, 80, 88, 8443",
+        ),
+        ({"webhook_url": "https:///tg/webhook", "webhook_secret": "abc"}, "no host name"),
+        (
+            {"webhook_url": "https://x.example/h", "webhook_secret": "has space"},
+            "WEBHOOK_SECRET: 1-256 characters",
+        ),
+        ({"webhook_listen": "8081"}, "WEBHOOK_LISTEN: not host:port"),
+        ({"webhook_max_connections": 101}, "WEBHOOK_MAX_CONNECTIONS"),
+        ({"push_rate_per_second": 31}, "above 30/s Telegram needs paid broadcasts"),
+        (
+            {"push_rate_per_second": 1001, "push_paid_broadcast": True},
+            "PUSH_RATE_PER_SECOND",
+        ),
+    ],
+)
+def test_webhook_and_push_settings_are_checked(values: dict[str, object], expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        load_settings(**values)
+
+
+def test_a_local_bot_api_server_may_take_a_plain_http_webhook_and_any_port() -> None:
+    s = load_settings(
+        telegram_api_url="http://127.0.0.1:8081",
+        webhook_url="http://10.0.0.5:9000/hook",
+        webhook_secret="abc",
+    )
+    assert s.webhook_url == "http://10.0.0.5:9000/hook"
+
+
+def test_paid_broadcasts_allow_up_to_1000_per_second() -> None:
+    assert load_settings().push_rate_per_second == 25
+    s = load_settings(push_rate_per_second=1000, push_paid_broadcast=True)
+    assert s.push_rate_per_second == 1000 and s.push_paid_broadcast

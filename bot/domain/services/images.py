@@ -234,14 +234,18 @@ class ImageSender:
         known: FileRef | _Unset | None = _UNSET,
         retry_429: bool = True,
         before_request: Callable[[], Awaitable[None]] | None = None,
+        allow_paid_broadcast: bool = False,
     ) -> SentPhoto:
         """Send ``asset_key`` to a chat. ``known``: the file_id ref already read by the caller
         (batched with other reads), so the sender does not read it again. ``parse_mode``: None
         keeps the Bot's default. ``retry_429=False``: a TelegramRetryAfter is raised to the
         caller at once instead of being waited out (and retried) inside this call.
         ``before_request``: awaited before *each* sendPhoto request, so a rate limiter sees
-        every one (one call may send two: a rejected file_id, then the upload)."""
+        every one (one call may send two: a rejected file_id, then the upload).
+        ``allow_paid_broadcast``: the daily push's paid mode (Bot API 7.11)."""
         extra: dict[str, Any] = {} if parse_mode is None else {"parse_mode": parse_mode}
+        if allow_paid_broadcast:
+            extra["allow_paid_broadcast"] = True
         prepaid = False
 
         async def deliver(media: PhotoMedia) -> Message:

@@ -10,12 +10,15 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from devtools.botapi import BotAPIServer
 from jobs.deps import JobDeps
 from tests.integration.jobs.jobs_support import (
+    TOKEN,
     CountingGenerator,
     PinnedClock,
     make_deps,
     make_settings,
+    push_deps_for,
 )
 
 
@@ -43,3 +46,20 @@ async def deps(
     )
     yield d
     await d.cache.aclose()
+
+
+@pytest.fixture
+async def botapi() -> AsyncIterator[BotAPIServer]:
+    server = BotAPIServer(tokens=[TOKEN])
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def push_deps(deps: JobDeps, botapi: BotAPIServer) -> AsyncIterator[JobDeps]:
+    """``deps`` able to push (a Bot on the double, an image sender)."""
+    with_bot = push_deps_for(deps, botapi)
+    yield with_bot
+    assert with_bot.bot is not None
+    await with_bot.bot.session.close()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 from collections import Counter
 from typing import Any
 
 from redis.asyncio import Redis
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings, load_settings
@@ -17,6 +19,7 @@ from db.types import GeneratedHoroscope, Lang, Sign
 from jobs.deps import JobDeps
 
 TOKEN = "123456789:AAHtestTOKENforTHEjobsTESTS_abcdefghi"
+BOT_ID = int(TOKEN.split(":")[0])
 
 
 class PinnedClock:
@@ -99,6 +102,88 @@ def make_deps(
         redis=redis,
         **kwargs,
     )
+
+
+def push_deps_for(
+    deps: JobDeps,
+    server: Any,
+    *,
+    instance: str | None = None,
+    tag: str | None = None,
+    **settings: Any,
+) -> JobDeps:
+    """``deps`` with a Bot on the Bot API double and an image sender: what the push needs.
+    ``instance``: another name, for a second "instance" sharing Redis and Postgres; ``tag``:
+    its calls reach the double under that tag (they can be held); ``settings``: overrides."""
+    from aiogram import Bot
+    from aiogram.client.default import DefaultBotProperties
+    from aiogram.client.session.aiohttp import AiohttpSession
+    from aiogram.client.telegram import TelegramAPIServer
+    from aiogram.enums import ParseMode
+
+    from bot.domain.services.images import ImageSender, RepositoryFileIds
+
+    if instance is not None or settings:
+        deps = dataclasses.replace(deps, instance=instance or deps.instance)
+    if settings:
+        deps.settings = make_settings(deps.settings.cache_prefix, **settings)
+    session = (
+        server.aiogram_session()
+        if tag is None
+        else AiohttpSession(api=TelegramAPIServer.from_base(f"{server.url}/{tag}"))
+    )
+    deps.bot = Bot(
+        TOKEN,
+        session=session,
+        default=DefaultBotProperties(parse_mode=ParseMode.HTML),
+    )
+    deps.images = ImageSender(
+        RepositoryFileIds(deps.data),
+        cache=deps.cache,
+        upload_key=lambda bot_id, asset, sha: deps.keyspace.key("upload", bot_id, asset, sha),
+    )
+    return deps
+
+
+def sent_to(server: Any, user_id: int) -> list[Any]:
+    return [m for m in server.chats.get((BOT_ID, user_id), []) if m.outgoing]
+
+
+async def add_users(deps: JobDeps, rows: list[dict[str, Any]]) -> None:
+    from db.models import User
+
+    async with deps.session_factory() as s, s.begin():
+        await s.execute(insert(User), rows)
+
+
+async def user_rows(deps: JobDeps) -> dict[int, Any]:
+    from db.models import User
+
+    async with deps.session_factory() as s:
+        result = await s.execute(
+            select(
+                User.id,
+                User.push_enabled,
+                User.last_push_date,
+                User.push_claimed_by,
+                User.push_claimed_until,
+            )
+        )
+        return {row.id: row for row in result}
+
+
+def user(uid: int, zone: str | None, **extra: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "id": uid,
+        "first_name": f"U{uid}",
+        "zodiac_sign": list(Sign)[uid % 12],
+        "lang": Lang.EN,
+        "timezone": zone,
+        "push_enabled": True,
+        "push_time": dt.time(9, 0),
+    }
+    row.update(extra)
+    return row
 
 
 def max_in_window(stamps: list[float], width: float = 1.0) -> int:

@@ -6,80 +6,24 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import AsyncIterator
-from typing import Any
 
-import pytest
-from aiogram import Bot
-from aiogram.client.default import DefaultBotProperties
-from aiogram.enums import ParseMode
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import func, select, text
 
-from bot.domain.services.images import ImageSender, RepositoryFileIds
 from bot.telegram.texts import format_date
-from db.models import HoroscopeView, User
-from db.types import Lang, Sign
+from db.models import HoroscopeView
+from db.types import Lang
 from devtools.botapi import BotAPIServer
 from jobs.deps import JobDeps
 from jobs.push import run_push
 from jobs.ratelimit import TokenBucket
-from tests.integration.jobs.jobs_support import TOKEN, PinnedClock, max_in_window
-
-BOT_ID = int(TOKEN.split(":")[0])
-
-
-@pytest.fixture
-async def botapi() -> AsyncIterator[BotAPIServer]:
-    server = BotAPIServer(tokens=[TOKEN])
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-async def push_deps(deps: JobDeps, botapi: BotAPIServer) -> AsyncIterator[JobDeps]:
-    bot = Bot(
-        TOKEN,
-        session=botapi.aiogram_session(),
-        default=DefaultBotProperties(parse_mode=ParseMode.HTML),
-    )
-    deps.bot = bot
-    deps.images = ImageSender(
-        RepositoryFileIds(deps.data),
-        cache=deps.cache,
-        upload_key=lambda bot_id, asset, sha: deps.keyspace.key("upload", bot_id, asset, sha),
-    )
-    yield deps
-    await bot.session.close()
-
-
-def sent_to(server: BotAPIServer, user_id: int) -> list[Any]:
-    return [m for m in server.chats.get((BOT_ID, user_id), []) if m.outgoing]
-
-
-async def add_users(deps: JobDeps, rows: list[dict[str, Any]]) -> None:
-    async with deps.session_factory() as s, s.begin():
-        await s.execute(insert(User), rows)
-
-
-async def user_rows(deps: JobDeps) -> dict[int, Any]:
-    async with deps.session_factory() as s:
-        result = await s.execute(select(User.id, User.push_enabled, User.last_push_date))
-        return {row.id: row for row in result}
-
-
-def user(uid: int, zone: str | None, **extra: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "id": uid,
-        "first_name": f"U{uid}",
-        "zodiac_sign": list(Sign)[uid % 12],
-        "lang": Lang.EN,
-        "timezone": zone,
-        "push_enabled": True,
-        "push_time": dt.time(9, 0),
-    }
-    row.update(extra)
-    return row
+from tests.integration.jobs.jobs_support import (
+    PinnedClock,
+    add_users,
+    max_in_window,
+    sent_to,
+    user,
+    user_rows,
+)
 
 
 async def test_due_users_by_local_time_once_per_local_date(
