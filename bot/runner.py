@@ -1,14 +1,18 @@
 """The `run` command: stores, app, jobs and the metrics server, then polling until a signal.
 
+Updates arrive by long polling, or, with WEBHOOK_URL set, by webhook (bot/ops/webhook.py:
+aiogram's aiohttp handler on WEBHOOK_LISTEN, deduplicated across instances in Redis).
+
 `run` needs a real token; the playground (devtools/playground/, `python -m bot playground`)
 serves the same bot against its local Bot API by passing itself as ``front``.
 
 Order of start-up: settings checked -> stores opened (migrations) -> app built -> metrics/health
-server -> Telegram: getMe, deleteWebhook, setMyCommands -> scheduler (warm file_ids first) ->
-polling. Shutdown on SIGINT/SIGTERM is the reverse: stop polling (no new updates), wait for
-handlers still running, stop the jobs (which flush the view and last-seen buffers once more),
-flush buffers ourselves when there are no jobs, stop the metrics server, close the bot session,
-and finally the pools (open_stores' exit).
+server -> Telegram: getMe, deleteWebhook (polling only), setMyCommands -> scheduler (warm
+file_ids first) -> polling, or the webhook server then setWebhook. Shutdown on SIGINT/SIGTERM
+is the reverse: stop polling or listening (no new updates), wait for handlers still running,
+stop the jobs (which flush the view and last-seen buffers once more), flush buffers ourselves
+when there are no jobs, stop the metrics server, close the bot session, and finally the pools
+(open_stores' exit).
 
 Shutdown is bounded: the process exits within SHUTDOWN_TIMEOUT seconds of the signal whatever
 Postgres (or Redis, or Telegram) does. Each step gets what is left of that budget, minus a
@@ -37,6 +41,7 @@ from bot.config import ConfigError, Settings
 from bot.ops import runtime
 from bot.ops.health import start_health_server
 from bot.ops.stores import CLOSE_TIMEOUT, LocalServers, Stores, close_quietly, open_stores
+from bot.ops.webhook import WebhookServer, start_webhook
 from db.types import Lang
 from jobs.deps import JobDeps
 from jobs.scheduler import start_jobs
@@ -126,6 +131,14 @@ async def _start_health(settings: Settings, stores: Stores) -> Any:
     return await start_health_server(settings, stores)
 
 
+async def _start_webhook(settings: Settings, bot: Bot, dp: Any, app: AppContext) -> WebhookServer:
+    """Webhook mode (bot/ops/webhook.py): listen, then setWebhook; the dedupe shares the app's
+    Redis, key space and circuit breaker."""
+    return await start_webhook(
+        settings, bot, dp, redis=app.redis, keyspace=app.keyspace, breaker=app.cache.breaker
+    )
+
+
 async def flush_buffers(app: AppContext) -> None:
     """Write buffered views and last-seen stamps to Postgres (when no job runner does it)."""
     from db.repositories import UserRepository
@@ -173,7 +186,8 @@ async def serve(settings: Settings, stores: Stores, stop: asyncio.Event) -> int:
             log.error("bot_token_rejected", hint="Telegram does not accept BOT_TOKEN")
             return 1
         log.info("bot_identity", bot_id=me.id, username=me.username)
-        await bot.delete_webhook(drop_pending_updates=False)
+        if settings.webhook_url is None:  # polling: a webhook left set would answer 409
+            await bot.delete_webhook(drop_pending_updates=False)
         try:
             await set_commands(bot, settings)
         except TelegramAPIError as exc:  # cosmetic: the bot works without a command menu
@@ -181,6 +195,16 @@ async def serve(settings: Settings, stores: Stores, stop: asyncio.Event) -> int:
         jobs = await _start_jobs(app, bot)
         runtime.freeze_startup_heap()  # everything alive now lives as long as the process
         # Hook: the jobs/ scheduler runs from here (jobs.scheduler.start_jobs) until shutdown.
+        if settings.webhook_url is not None:
+            webhook = await _start_webhook(settings, bot, dp, app)
+            try:
+                await stop.wait()
+            finally:
+                budget = _Budget(settings.shutdown_timeout)
+                log.info("stopping", within_seconds=settings.shutdown_timeout)
+                # no new updates, the ones in flight answered within the grace (bounded)
+                await webhook.stop(min(HANDLER_GRACE, budget.left(CLOSING_RESERVE) / 2))
+            return 0
         polling = asyncio.create_task(
             dp.start_polling(
                 bot,

@@ -98,3 +98,11 @@ DB_BREAKER_STATE = Gauge(
     "State of the Postgres circuit breaker (0 closed, 1 open, 2 half-open).",
     registry=REGISTRY,
 )
+WEBHOOK_REQUESTS = Counter(
+    "bot_webhook_requests_total",
+    "Webhook requests by outcome: handled, duplicate (already handled: 200, skipped), busy"
+    " (in progress elsewhere: 503, Telegram retries), unauthorized (wrong secret: 401),"
+    " bad_request, unchecked (handled without the Redis dedupe: Redis unavailable).",
+    ["outcome"],
+    registry=REGISTRY,
+)
