@@ -24,6 +24,7 @@ RUN useradd --system --uid 10001 --home-dir /app --create-home bot
 WORKDIR /app
 COPY --from=build /venv /venv
 USER bot
-EXPOSE 9101
+# 9101: /metrics, /healthz, /readyz; 8081: the webhook (WEBHOOK_LISTEN, behind nginx).
+EXPOSE 9101 8081
 # Migrations run at start (RUN_MIGRATIONS=true, under a Postgres advisory lock).
 CMD ["python", "-m", "bot", "run"]
