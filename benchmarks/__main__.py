@@ -12,12 +12,20 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from benchmarks import bot_throughput, faults, memory, redis_down, stampede
+from benchmarks import bot_throughput, faults, memory, push, redis_down, stampede
 from benchmarks._env import redis_url
 from benchmarks._util import RESULTS_DIR, render_markdown, write_json
 from bot.ops import runtime
 
-NAMES = ("cache_engine", "bot_throughput", "stampede", "memory", "redis_down", "faults")
+NAMES = (
+    "cache_engine",
+    "bot_throughput",
+    "stampede",
+    "memory",
+    "redis_down",
+    "faults",
+    "push",
+)
 
 
 async def _cache_engine(quick: bool) -> dict[str, Any]:
@@ -33,6 +41,7 @@ RUNNERS: dict[str, Callable[[bool], Awaitable[dict[str, Any]]]] = {
     "memory": lambda quick: memory.run(quick=quick),
     "redis_down": lambda quick: redis_down.run(quick=quick),
     "faults": lambda quick: faults.run(quick=quick),
+    "push": lambda quick: push.run(quick=quick),
 }
 
 
@@ -107,6 +116,16 @@ def markdown(results: dict[str, Any]) -> str:
             " answers, a Postgres behind a proxy that stops forwarding",
             "",
             render_markdown(faults.HEADERS, faults.rows(r)),
+        ]
+    if "push" in results:
+        r = results["push"]
+        out += [
+            "",
+            f"**Daily push, shared**: {r['users']:,} due users, 1, 2 and 4 instances (processes)"
+            f" against the Bot API double (alone: {r['double_capacity']:,.0f} sendPhoto/s), "
+            f"paid-broadcast rate {r['rate']}/s shared through Redis",
+            "",
+            render_markdown(push.HEADERS, push.rows(r)),
         ]
     return "\n".join(out) + "\n"
 

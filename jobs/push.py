@@ -12,11 +12,13 @@ elected. Rules, and why:
   (``last_push_date``) is already there, claim and completion are rows of the same table,
   and the push keeps its bookkeeping when Redis is lost.
 * **Once per local date, nobody skipped.** ``last_push_date`` is written right after Telegram
-  accepted the picture (``complete_push``, conditional on ``last_push_date < today``). A user
+  accepted the picture (``complete_pushes``, conditional on ``last_push_date < today``; the
+  completions of sends that end while one such UPDATE is in flight are group-committed in
+  the next: one statement for many users, none waiting more than two round trips). A user
   is sent to only while this run's claim on them has at least half its lease left (so it
   cannot expire during the send and be taken over). The one window left: an instance killed
-  after Telegram accepted a send and before ``complete_push`` committed (one Postgres round
-  trip, or a send still in flight when the process died): its users are pushed again by the
+  after Telegram accepted a send and before its completion committed (a Postgres round trip
+  or two, or a send still in flight when the process died): its users are pushed again by the
   instance that takes the claim over. So a death costs at most the sends in flight at that
   moment a second copy, never a skipped user.
 * **Retriable failures are retried by a later sweep.** A send that failed for a reason that
@@ -51,6 +53,7 @@ from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError, Teleg
 from bot.domain.services.horoscope import sign_asset
 from bot.ops.metrics import PUSHES
 from bot.telegram.texts import choose_lang, horoscope_parts, texts
+from db.repositories.coalesce import CoalescingWriter
 from db.repositories.horoscopes import HoroscopeRepository
 from db.repositories.users import UserRepository
 from db.repositories.values import HoroscopeData, PushTarget
@@ -70,8 +73,8 @@ T = TypeVar("T")
 MAX_RETRY_AFTER = 5
 #: How long a user whose send failed (retriably) waits before a sweep may claim them again.
 RETRY_DELAY = dt.timedelta(seconds=30)
-#: How many times ``complete_push`` is tried after a successful send before giving up (the
-#: claim then expires and the user is pushed again: a duplicate, logged).
+#: How many times a completion is tried after a successful send before giving up (the claim
+#: then expires and the user is pushed again: a duplicate, logged).
 COMPLETE_ATTEMPTS = 3
 #: Descriptions of a 400 that mean the chat no longer exists for this bot.
 _GONE_400 = ("chat not found", "peer_id_invalid", "user not found")
@@ -176,6 +179,11 @@ class _PushRun:
         self.report = PushReport()
         #: users claimed by this run and not finished yet -> until when the claim holds
         self.held: dict[int, dt.datetime] = {}
+        #: group commit of completions: at most one UPDATE in flight, the rest join the next
+        self._completions: CoalescingWriter[int, dt.date] = CoalescingWriter(
+            self._complete_batch, max
+        )
+        self._recorded_elsewhere = 0
         self._texts: dict[tuple[Sign, Any, Lang], asyncio.Task[HoroscopeData]] = {}
 
     # -------------------------------------------------------------- database, one UoW each
@@ -313,8 +321,7 @@ class _PushRun:
         except Exception as exc:
             await self._failed(user.id, exc)
             return
-        if not await self._complete(user.id, day):
-            self.report.already += 1
+        await self._complete(user.id, day)
         self._count("sent")
         if follow_up is not None:
             try:
@@ -326,21 +333,23 @@ class _PushRun:
             except Exception as exc:  # the picture arrived: the day's push counts as done
                 log.warning("push_follow_up_failed", user_id=user.id, error=repr(exc))
 
-    async def _complete(self, user_id: int, day: dt.date) -> bool:
+    async def _complete_batch(self, batch: dict[int, dt.date]) -> None:
+        recorded = await self._users(lambda repo: repo.complete_pushes(batch))
+        for user_id in batch.keys() - recorded:
+            self._recorded_elsewhere += 1
+            log.warning("push_recorded_by_another_instance", user_id=user_id)
+
+    async def _complete(self, user_id: int, day: dt.date) -> None:
         """Record the push (a few tries: a lost record means a second copy after the claim
-        expires). False when it was recorded already."""
+        expires)."""
         for attempt in range(1, COMPLETE_ATTEMPTS + 1):
             try:
-                done = await self._users(lambda repo: repo.complete_push(user_id, day))
+                await self._completions.add(user_id, day)
+                return
             except Exception:
                 log.exception("push_not_recorded", user_id=user_id, attempt=attempt)
                 if attempt < COMPLETE_ATTEMPTS:
                     await asyncio.sleep(0.2 * attempt)
-                continue
-            if not done:
-                log.warning("push_recorded_by_another_instance", user_id=user_id)
-            return done
-        return True
 
     async def _give_back(self, user_id: int) -> None:
         retry_at = self.deps.clock() + RETRY_DELAY
@@ -421,6 +430,7 @@ async def run_push(
             text_task.cancel()
         if run.held:  # stopped early (cancelled, or a claim failed): others take over now
             await asyncio.shield(run.release_all())
+    run.report.already += run._recorded_elsewhere
     if run.report.due:
         log.info("push_finished", **run.report.as_dict())
     return run.report

@@ -234,21 +234,21 @@ class WebhookHandler(SimpleRequestHandler):
             retry = str(int(self.dedupe.lease)) if self.dedupe is not None else "1"
             return web.Response(text="In progress", status=503, headers={"Retry-After": retry})
         WEBHOOK_REQUESTS.labels("handled" if lease is not None else "unchecked").inc()
-        if lease is None:
-            return await self._handle(bot, update)
-        async with lease.hold(acquire=False):
-            try:
-                response = await self._handle(bot, update)
-            except Exception:
-                # Already logged by aiogram; the error handler answered the person. Handling
-                # it again on a redelivery would fail the same way: mark it done, answer 200.
-                await self.dedupe.finish(lease)  # type: ignore[union-attr]
-                return web.json_response({})
-            await self.dedupe.finish(lease)  # type: ignore[union-attr]
+        if lease is None or self.dedupe is None:
+            return await self._answer(bot, update)
+        async with lease.hold(acquire=False):  # extended while it runs; released if cancelled
+            response = await self._answer(bot, update)
+            await self.dedupe.finish(lease)
             return response
 
-    async def _handle(self, bot: Bot, update: dict[str, Any]) -> web.Response:
-        result: Any = await self.dispatcher.feed_webhook_update(bot, update, **self.data)
+    async def _answer(self, bot: Bot, update: dict[str, Any]) -> web.Response:
+        """Handle the update; 200 however the handler ended. An exception that escaped the
+        error handler (or an update aiogram cannot parse) is already logged by aiogram, and
+        handling it again on Telegram's redelivery would fail the same way."""
+        try:
+            result: Any = await self.dispatcher.feed_webhook_update(bot, update, **self.data)
+        except Exception:
+            return web.json_response({})
         return web.Response(body=self._build_response_writer(bot=bot, result=result))
 
 

@@ -116,6 +116,18 @@ async def _apply_last_seen(
         await _apply_stamps(s, batch)
 
 
+# The daily push's completions, many users per statement (jobs/push.py group-commits them).
+_COMPLETE_PUSHES = text(
+    """
+    UPDATE users AS u
+    SET last_push_date = v.d, push_claimed_until = NULL, push_claimed_by = NULL,
+        updated_at = now()
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:dates AS date[])) AS v(id, d)
+    WHERE u.id = v.id AND (u.last_push_date IS NULL OR u.last_push_date < v.d)
+    RETURNING u.id
+    """
+)
+
 # Loose index scan over the partial push index: one index probe per distinct zone instead of
 # reading every subscriber just to learn which zones exist.
 _SUBSCRIBER_ZONES = text(
@@ -576,21 +588,21 @@ class UserRepository:
         result = await self._session.execute(stmt)
         return int(getattr(result, "rowcount", 0) or 0)
 
-    async def complete_push(self, user_id: int, local_date: dt.date) -> bool:
-        """The push of ``local_date`` reached the user: record it and drop the claim.
-
-        Conditional on ``last_push_date < local_date``: False when it was already recorded
-        (then somebody else sent it too: the claim was lost, which the sender's lease margin
-        is there to prevent). Invalidates the cached user after commit.
+    async def complete_pushes(self, done: dict[int, dt.date]) -> set[int]:
+        """These users' pushes reached them (user id -> local date): record each and drop
+        its claim, in one statement. Returns the ids recorded now; an id missing from the
+        result was recorded already (then somebody else sent it too: a claim was lost, which
+        the sender's lease margin is there to prevent). Invalidates their cached users after
+        commit.
         """
-        row = await self._update(
-            user_id,
-            [(User.last_push_date.is_(None)) | (User.last_push_date < local_date)],
-            last_push_date=local_date,
-            push_claimed_until=None,
-            push_claimed_by=None,
+        if not done:
+            return set()
+        rows = await self._session.execute(
+            _COMPLETE_PUSHES, {"ids": list(done), "dates": list(done.values())}
         )
-        return row is not None
+        recorded = {int(row[0]) for row in rows}
+        self._ctx.cache.invalidate_after_commit(self._session, *(self.key(uid) for uid in recorded))
+        return recorded
 
     async def release_push_claim(
         self, user_id: int, *, owner: str, retry_at: dt.datetime | None = None

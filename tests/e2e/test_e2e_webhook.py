@@ -158,6 +158,11 @@ async def test_setwebhook_delivery_and_the_secret(
         # a malformed body with the right secret: 400
         assert (await run.post({"no": "update_id"})).status == 400
         assert (await run.post([1, 2])).status == 400
+        assert (await run.post({"update_id": "7"})).status == 400
+        # an update aiogram cannot parse: logged, answered 200, marked done (a redelivery
+        # would fail the same way)
+        assert (await run.post({"update_id": 777_002, "message": 42})).status == 200
+        assert await redis.get(keys.key("upd", 777_002)) == b"done"
 
         # a redelivery of an update already handled: 200, not handled again
         resp = await run.post(server.deliveries_of(update["update_id"]) and update)
