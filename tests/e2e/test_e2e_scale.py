@@ -1,8 +1,9 @@
 """Three real bot processes (``python -m bot run``, webhook mode) on the run's Postgres and
 Redis, behind a load balancer, one of them SIGKILLed in the middle of the traffic.
 
-The load balancer is the Bot API double itself: it delivers each webhook attempt to the next
-instance, round-robin, and retries like Telegram (a refused or broken connection, a non-2xx).
+The load balancer is the Bot API double itself (it delivers each webhook attempt to the next
+instance, round-robin), or a real nginx (tests/servers/loadbalancer.py) in front of them; the
+double retries like Telegram either way (a refused or broken connection, a non-2xx).
 Each instance calls the double through a base URL of its own (``/i1``, ``/i2``, ``/i3``), so
 the test can tell their calls apart and hold the third one's: its handlers then wait for
 Telegram's answer, in flight, when the SIGKILL comes.
@@ -118,12 +119,21 @@ class Instance:
 
 @contextlib.asynccontextmanager
 async def three_instances(
-    server: BotAPIServer, database_url: str, redis_url: str, prefix: str, tmp: Path
+    server: BotAPIServer,
+    database_url: str,
+    redis_url: str,
+    prefix: str,
+    tmp: Path,
+    *,
+    ports: list[int],
+    webhook_url: str | None,
 ) -> AsyncIterator[list[Instance]]:
+    """``webhook_url`` None: the double is the load balancer (round-robin over ``ports``);
+    else the URL of a real one in front of ``ports``."""
     assert server.url is not None
     instances = []
-    for n in (1, 2, 3):
-        port, mport = free_port(), free_port()
+    for n, port in zip((1, 2, 3), ports, strict=True):
+        mport = free_port()
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "COV"))},
             "BOT_TOKEN": TOKEN,
@@ -136,8 +146,8 @@ async def three_instances(
             "HOROSCOPE_GENERATOR": "template",
             "ENABLED_LANGS": "ru,en",
             "THROTTLE_RATE": "0.001",
-            # The double plays the load balancer: every instance announces its URL.
-            "WEBHOOK_URL": "http://127.0.0.1:9/tg/hook",
+            # With the double as the load balancer this URL is never connected to.
+            "WEBHOOK_URL": webhook_url or "http://127.0.0.1:9/tg/hook",
             "WEBHOOK_LISTEN": f"127.0.0.1:{port}",
             "WEBHOOK_SECRET": SECRET,
             "WEBHOOK_MAX_CONNECTIONS": "100",
@@ -154,7 +164,8 @@ async def three_instances(
             "PYTHONUNBUFFERED": "1",
         }
         instances.append(Instance(n, env, tmp / f"bot{n}.log"))
-    server.route_webhooks([f"http://127.0.0.1:{i.webhook_port}" for i in instances])
+    if webhook_url is None:
+        server.route_webhooks([f"http://127.0.0.1:{i.webhook_port}" for i in instances])
     try:
         await asyncio.gather(*(i.start() for i in instances))
         yield instances
@@ -213,7 +224,9 @@ def answered(server: BotAPIServer, update_id: int) -> bool:
     return any(d.ok for d in server.deliveries_of(update_id))
 
 
+@pytest.mark.parametrize("balancer", ["double", "nginx"])
 async def test_three_instances_one_killed_mid_run(
+    balancer: str,
     server: BotAPIServer,
     database_url: str,
     redis_url: str,
@@ -222,11 +235,25 @@ async def test_three_instances_one_killed_mid_run(
     redis: Redis,
     db_clean: None,
     tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
+    ports = [free_port() for _ in range(3)]
+    webhook_url = None
+    if balancer == "nginx":  # the real one, from tests/servers (skips when not installed)
+        make = request.getfixturevalue("load_balancer_factory")
+        webhook_url = make(ports, kind="nginx").url + "/tg/hook"
     await seed(engine)
     for uid in (*USERS, *PUSHED):
         server.user(uid, language_code="en")
-    async with three_instances(server, database_url, redis_url, key_prefix, tmp_path) as bots:
+    async with three_instances(
+        server,
+        database_url,
+        redis_url,
+        key_prefix,
+        tmp_path,
+        ports=ports,
+        webhook_url=webhook_url,
+    ) as bots:
         i3 = bots[2]
         # all three listen and have set the webhook (same URL, secret, update types)
         await server.wait_for(lambda: len(server.calls_to("setWebhook")) == 3, timeout=60)
@@ -294,8 +321,12 @@ async def test_three_instances_one_killed_mid_run(
         i3_port = f":{i3.webhook_port}/"
         for u in interrupted:
             tries = server.deliveries_of(u)
-            assert any(i3_port in d.url and d.status is None for d in tries)  # died in flight
-            assert tries[-1].ok and i3_port not in tries[-1].url  # handled elsewhere, after
+            if webhook_url is None:  # the double delivered to instance 3 itself
+                assert any(i3_port in d.url and d.status is None for d in tries)
+                assert i3_port not in tries[-1].url  # handled elsewhere, after
+            else:  # nginx answered for the instance that died under its request
+                assert tries[0].status == 502
+            assert tries[-1].ok
             assert sum(d.ok for d in tries) == 1
         # the dead instance's lease made the others answer 503 first (never handled twice)
         assert any(d.status == 503 for u in interrupted for d in server.deliveries_of(u))
