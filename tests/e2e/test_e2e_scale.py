@@ -338,13 +338,18 @@ async def test_three_instances_one_killed_mid_run(
         await server.wait_for(
             lambda: all(len(server.messages(uid)) >= 1 for uid in PUSHED), timeout=60
         )
-        async with engine.connect() as conn:
-            left = await conn.scalar(
-                select(func.count())
-                .select_from(User)
-                .where(User.id >= PUSHED[0], User.last_push_date.is_(None))
-            )
-        assert left == 0
+
+        # ... and recorded (the completion commits right after the send: wait for it)
+        async def all_recorded() -> bool:
+            async with engine.connect() as conn:
+                left = await conn.scalar(
+                    select(func.count())
+                    .select_from(User)
+                    .where(User.id >= PUSHED[0], User.last_push_date.is_(None))
+                )
+            return left == 0
+
+        await eventually(all_recorded)
         pushes = Counter(
             m.chat_id for uid in PUSHED for m in server.messages(uid) if m.photo is not None
         )
