@@ -30,7 +30,6 @@ from db.repositories.coalesce import writer_for
 from db.repositories.context import DataContext
 from db.repositories.values import (
     LastSeenFlushResult,
-    PushClaim,
     PushTarget,
     TelegramUserLike,
     UserData,
@@ -414,92 +413,6 @@ class UserRepository:
 
     # ------------------------------------------------------------------ push
 
-    async def due_for_push(
-        self, now_utc: dt.datetime, *, limit: int = 500, after_id: int = 0
-    ) -> list[PushTarget]:
-        """Subscribers whose local push time has come today and who were not pushed today.
-
-        Walks one zone at a time (NULL zone = the bot's zone), so every query is an equality
-        on the leading column of the partial index ``ix_users_push_due`` plus a range on
-        ``push_time``: never a full scan. Keyset pagination by id (``after_id``) across zones:
-        each zone returns its first ``limit`` ids above ``after_id``; the smallest ``limit``
-        of the union are the global page. Users without a sign are skipped (nothing to send).
-        """
-        if now_utc.tzinfo is None:
-            raise ValueError("now_utc must be timezone-aware")
-        zones: list[str | None] = [None]
-        zones += list((await self._session.execute(_SUBSCRIBER_ZONES)).scalars())
-        found: list[PushTarget] = []
-        for name in zones:
-            try:
-                zone = self._ctx.tz if name is None else ZoneInfo(name)
-            except (ValueError, zoneinfo.ZoneInfoNotFoundError):
-                log.warning("skipping subscribers with unknown zone %r", name)
-                continue
-            local = now_utc.astimezone(zone)
-            today, now_time = local.date(), local.time().replace(tzinfo=None)
-            zone_cond = User.timezone.is_(None) if name is None else User.timezone == name
-            stmt = (
-                select(*_COLUMNS)
-                .where(
-                    User.push_enabled,
-                    zone_cond,
-                    User.push_time <= now_time,
-                    (User.last_push_date.is_(None)) | (User.last_push_date < today),
-                    User.zodiac_sign.is_not(None),
-                    User.id > after_id,
-                )
-                .order_by(User.id)
-                .limit(limit)
-            )
-            for row in await self._session.execute(stmt):
-                found.append(PushTarget(user=_to_data(row), local_date=today))
-        found.sort(key=lambda t: t.user.id)
-        return found[:limit]
-
-    async def mark_pushed(self, user_id: int, local_date: dt.date) -> PushClaim | None:
-        """Claim the push of ``local_date`` for the user; None if it was already claimed (or
-        there is no such user): never send twice. The claim carries the ``last_push_date`` it
-        replaced, for ``unmark_pushed``.
-
-        One conditional UPDATE: of two senders racing for one user, the second blocks on the
-        row lock, re-evaluates the condition after the first commits, and gets no row. The
-        previous value comes from the same statement (a self-join on the row, locked FOR
-        UPDATE so it is the latest committed version, not the statement's snapshot).
-        """
-        old = (
-            select(User.id, User.last_push_date)
-            .where(User.id == user_id)
-            .with_for_update()
-            .subquery("old")
-        )
-        stmt = (
-            update(User)
-            .where(
-                User.id == old.c.id,
-                (User.last_push_date.is_(None)) | (User.last_push_date < local_date),
-            )
-            .values(last_push_date=local_date)
-            .returning(old.c.last_push_date)
-            .execution_options(synchronize_session=False)
-        )
-        row = (await self._session.execute(stmt)).first()
-        if row is None:
-            return None
-        self._ctx.cache.invalidate_after_commit(self._session, self.key(user_id))
-        return PushClaim(user_id=user_id, local_date=local_date, previous=row[0])
-
-    async def unmark_pushed(self, claim: PushClaim) -> bool:
-        """Undo ``mark_pushed`` after a failed send: ``last_push_date`` goes back to exactly
-        what the claim replaced, so the user is due again. Conditional too: only while the
-        row still holds the claimed date (False otherwise: someone else moved it since)."""
-        row = await self._update(
-            claim.user_id,
-            [User.last_push_date == claim.local_date],
-            last_push_date=claim.previous,
-        )
-        return row is not None
-
     async def disable_push(self, user_id: int) -> bool:
         """Turn the push off (the user blocked the bot); False when there is no such user."""
         return await self._update(user_id, push_enabled=False) is not None
@@ -531,8 +444,10 @@ class UserRepository:
     ) -> list[PushTarget]:
         """Claim up to ``limit`` due users for ``owner`` until ``until``; returns them.
 
-        Due as in ``due_for_push``, and not claimed by anyone (no claim, or one that expired
-        at ``now_utc``: its instance died or gave the user back). One statement per zone:
+        Due (push on, the local push time reached, not pushed today in the user's zone; a zone
+        at a time, so every query uses the partial index ``ix_users_push_due``), and not claimed
+        by anyone (no claim, or one that expired at ``now_utc``: its instance died or gave the
+        user back). One statement per zone:
         ``WITH due AS MATERIALIZED (SELECT id ... LIMIT n FOR UPDATE SKIP LOCKED) UPDATE ...
         RETURNING``: concurrent claimers never wait for each other and never get the same row
         (a row another claimer holds is skipped; one it has committed no longer matches). The

@@ -20,7 +20,6 @@ __all__ = [
     "FlushResult",
     "HoroscopeData",
     "LastSeenFlushResult",
-    "PushClaim",
     "PushTarget",
     "TelegramUserLike",
     "UserData",
@@ -84,17 +83,6 @@ class PushTarget(msgspec.Struct, frozen=True, kw_only=True):
 
     user: UserData
     local_date: dt.date
-
-
-@dataclass(frozen=True, slots=True)
-class PushClaim:
-    """A won ``mark_pushed``: the user's push for ``local_date`` is claimed, and ``previous``
-    is the ``last_push_date`` it replaced (None: never pushed), so ``unmark_pushed`` can put
-    back exactly that after a failed send."""
-
-    user_id: int
-    local_date: dt.date
-    previous: dt.date | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -125,7 +125,10 @@ async def test_repositories_through_pgbouncer(
         async with ctx.session_factory() as s:
             repo = UserRepository(s, ctx)
             assert await repo.count_total() == 60
-            due = await repo.due_for_push(dt.datetime(2026, 11, 21, 23, 0, tzinfo=dt.UTC))
+            now = dt.datetime(2026, 11, 21, 23, 0, tzinfo=dt.UTC)
+            due = await repo.claim_push_batch(
+                now, owner="t", until=now + dt.timedelta(minutes=1), limit=100
+            )
             assert len(due) == 60
             assert await s.scalar(select(func.count()).select_from(Horoscope)) == len(pairs)
             assert await s.scalar(select(func.count()).where(User.language_code.is_not(None)))

@@ -14,7 +14,7 @@ from sqlalchemy import select, text
 from cache import CacheAside, SideCommand
 from cache.buffers import BufferHandoff
 from db.models import User
-from db.repositories import DataContext, PushClaim, UserNotFoundError, UserRepository
+from db.repositories import DataContext, UserNotFoundError, UserRepository
 from db.types import Lang, Sign
 from devtools.traffic import RedisTraffic
 from tests.helpers import TgUser, unit_of_work
@@ -324,9 +324,12 @@ async def test_last_seen_batch_committed_before_a_crash_is_only_acked(
         assert await handoff.pending() == []
 
 
-async def test_due_for_push_walks_zones_and_mark_guards_double_send(ctx: DataContext) -> None:
+async def test_push_claims_walk_zones_and_never_hand_out_a_user_twice(
+    ctx: DataContext,
+) -> None:
     # bot zone is Europe/Moscow (UTC+3); now = 2026-11-21 06:30 UTC
     now = dt.datetime(2026, 11, 21, 6, 30, tzinfo=UTC)
+    until = now + dt.timedelta(minutes=1)
     specs = [
         (31, None, dt.time(9, 0), True),  # Moscow 09:30 >= 09:00: due
         (32, None, dt.time(10, 0), True),  # Moscow 09:30 < 10:00: not yet
@@ -344,19 +347,22 @@ async def test_due_for_push_walks_zones_and_mark_guards_double_send(ctx: DataCon
             if tz:
                 await repo.set_timezone(uid, tz)
             await repo.set_push(uid, on, at)
+    async with unit_of_work(ctx.session_factory) as s:
+        repo = UserRepository(s, ctx)
+        first = await repo.claim_push_batch(now, owner="a", until=until, limit=2)
+        rest = await repo.claim_push_batch(now, owner="b", until=until, limit=100)
+    claimed = sorted((t.user.id, t.local_date) for t in first + rest)
+    assert len(first) == 2
+    assert claimed == [
+        (31, dt.date(2026, 11, 21)),
+        (33, dt.date(2026, 11, 21)),
+        (34, dt.date(2026, 11, 21)),
+        (37, dt.date(2026, 11, 21)),
+    ]
     async with ctx.session_factory() as s:
         repo = UserRepository(s, ctx)
-        due = await repo.due_for_push(now, limit=100)
-        assert [(t.user.id, t.local_date) for t in due] == [
-            (31, dt.date(2026, 11, 21)),
-            (33, dt.date(2026, 11, 21)),
-            (34, dt.date(2026, 11, 21)),
-            (37, dt.date(2026, 11, 21)),
-        ]
-        page = await repo.due_for_push(now, limit=2)
-        assert [t.user.id for t in page] == [31, 33]
-        page = await repo.due_for_push(now, limit=2, after_id=33)
-        assert [t.user.id for t in page] == [34, 37]
+        # everyone due is claimed: nothing more to hand out until the claims expire
+        assert await repo.claim_push_batch(now, owner="c", until=until, limit=100) == []
         # the push query uses the partial index, never a full scan
         await s.execute(text("SET LOCAL enable_seqscan = off"))
         plan = "\n".join(
@@ -373,88 +379,13 @@ async def test_due_for_push_walks_zones_and_mark_guards_double_send(ctx: DataCon
         )
         assert "ix_users_push_due" in plan
         await s.rollback()
-
     async with unit_of_work(ctx.session_factory) as s:
         repo = UserRepository(s, ctx)
-        claim = await repo.mark_pushed(31, dt.date(2026, 11, 21))
-        assert claim == PushClaim(user_id=31, local_date=dt.date(2026, 11, 21), previous=None)
-        assert await repo.mark_pushed(31, dt.date(2026, 11, 21)) is None
-    async with ctx.session_factory() as s:
-        repo = UserRepository(s, ctx)
-        got = await repo.get(31)
-        assert got is not None and got.last_push_date == dt.date(2026, 11, 21)
-        assert 31 not in [t.user.id for t in await repo.due_for_push(now, limit=100)]
-    async with unit_of_work(ctx.session_factory) as s:
-        repo = UserRepository(s, ctx)
-        assert await repo.unmark_pushed(claim)
         assert await repo.disable_push(34)
         assert await repo.count_push_subscribers() == 5
     async with ctx.session_factory() as s:
-        repo = UserRepository(s, ctx)
-        assert [t.user.id for t in await repo.due_for_push(now, limit=100)] == [31, 33, 37]
-        got = await repo.get(34)
+        got = await UserRepository(s, ctx).get(34)
         assert got is not None and not got.push_enabled
-
-
-async def test_concurrent_mark_pushed_only_one_wins(ctx: DataContext) -> None:
-    await create(ctx, TgUser(41))
-    day = dt.date(2026, 11, 21)
-
-    async def claim() -> PushClaim | None:
-        async with unit_of_work(ctx.session_factory) as s:
-            return await UserRepository(s, ctx).mark_pushed(41, day)
-
-    claims = await asyncio.gather(*(claim() for _ in range(6)))
-    assert [c for c in claims if c is not None] == [
-        PushClaim(user_id=41, local_date=day, previous=None)
-    ]
-    assert claims.count(None) == 5
-
-
-async def test_unmark_pushed_restores_exactly_the_previous_date(ctx: DataContext) -> None:
-    """A failed send puts back the last_push_date the claim replaced (not "the day before"),
-    and only while the row still holds the claimed date."""
-    day = dt.date(2026, 11, 21)
-    await create(ctx, TgUser(42))
-    await create(ctx, TgUser(43))
-    async with unit_of_work(ctx.session_factory) as s:
-        await s.execute(
-            text("UPDATE users SET last_push_date = :d WHERE id = 42"),
-            {"d": dt.date(2026, 11, 14)},
-        )
-    async with ctx.session_factory() as s:
-        await UserRepository(s, ctx).get(42)  # cached with the old date
-    async with unit_of_work(ctx.session_factory) as s:
-        repo = UserRepository(s, ctx)
-        claim = await repo.mark_pushed(42, day)
-        assert claim == PushClaim(user_id=42, local_date=day, previous=dt.date(2026, 11, 14))
-        assert await repo.mark_pushed(42, day) is None
-        never = await repo.mark_pushed(43, day)
-        assert never is not None and never.previous is None
-        assert await repo.mark_pushed(999, day) is None  # no such user
-    async with ctx.session_factory() as s:
-        got = await UserRepository(s, ctx).get(42)
-        assert got is not None and got.last_push_date == day  # invalidated after commit
-    async with unit_of_work(ctx.session_factory) as s:
-        repo = UserRepository(s, ctx)
-        assert await repo.unmark_pushed(claim)
-        assert await repo.unmark_pushed(never)
-        assert not await repo.unmark_pushed(claim)  # already undone: the guard holds
-    async with ctx.session_factory() as s:
-        repo = UserRepository(s, ctx)
-        got42, got43 = await repo.get(42), await repo.get(43)
-        assert got42 is not None and got42.last_push_date == dt.date(2026, 11, 14)
-        assert got43 is not None and got43.last_push_date is None
-    # a claim is not undone once the row moved on (a later day's push claimed it)
-    async with unit_of_work(ctx.session_factory) as s:
-        repo = UserRepository(s, ctx)
-        first = await repo.mark_pushed(42, day)
-        later = await repo.mark_pushed(42, day + dt.timedelta(days=1))
-        assert first is not None and later is not None and later.previous == day
-        assert not await repo.unmark_pushed(first)
-    async with ctx.session_factory() as s:
-        got = await UserRepository(s, ctx).get(42)
-        assert got is not None and got.last_push_date == day + dt.timedelta(days=1)
 
 
 def test_cache_type(cache: CacheAside) -> None:
