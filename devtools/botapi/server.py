@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
+from devtools.botapi.core import ConflictPolicy, FilePart
 from devtools.botapi.models import APIError, FakeBot
-from devtools.botapi.state import BotAPIState, ConflictPolicy, FilePart
+from devtools.botapi.state import BotAPIState
 from devtools.botapi.webhook import WebhookDeliverer, round_robin
 
 if TYPE_CHECKING:
