@@ -16,7 +16,7 @@ import re
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from devtools.botapi.models import (
     APIError,
@@ -135,6 +135,20 @@ class StateCore:
     ``auto_register`` accepts any well-formed token (the playground), otherwise only tokens
     added with :meth:`add_bot` are valid and others get 401.
     """
+
+    if TYPE_CHECKING:
+        # Provided by the sides (users.UserSide, methods.BotSide); declared here so each side
+        # can call the other through the core it shares.
+        def _enqueue(self, bot: FakeBot, kind: str, payload: dict[str, Any]) -> dict[str, Any]: ...
+        def message(
+            self, chat_id: int, message_id: int, *, bot_id: int | None = None
+        ) -> StoredMessage | None: ...
+        def message_to_api(
+            self, msg: StoredMessage, *, with_reply: bool = True
+        ) -> dict[str, Any]: ...
+        def _new_message(
+            self, bot: FakeBot, user: FakeUser, *, outgoing: bool, **fields: Any
+        ) -> StoredMessage: ...
 
     def __init__(
         self,
