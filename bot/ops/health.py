@@ -43,6 +43,7 @@ __all__ = [
     "build_health_app",
     "parse_addr",
     "run_checks",
+    "serve_app",
     "start_health_server",
 ]
 
@@ -160,6 +161,29 @@ def build_health_app(
     return app
 
 
+async def serve_app(
+    app: web.Application, host: str, port: int, *, shutdown_timeout: float
+) -> tuple[web.AppRunner, str]:
+    """Serve ``app`` on ``host:port`` (0: any free port); return its runner and bound base URL.
+
+    Shared by the health server and the webhook server so both bind, clean up a failed bind
+    and report the real port the same way. ``access_log=None``: requests every few seconds
+    (probes, webhooks) would drown the bot's own log lines; metrics count them instead.
+    """
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout
+    )
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound: Any = runner.addresses[0] if runner.addresses else (host, port)
+    url_host = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+    return runner, f"http://{url_host}:{bound[1]}"
+
+
 class HealthServer:
     """Serves build_health_app on ``addr`` (``host:port``; port 0 picks a free one)."""
 
@@ -188,22 +212,9 @@ class HealthServer:
         """Bind and serve; return the bound URL (``http://host:port``, the real port)."""
         if self._runner is not None:
             raise RuntimeError("HealthServer already started")
-        # access_log=None: probes every few seconds would drown the bot's own log lines.
-        runner = web.AppRunner(
-            self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+        self._runner, self.url = await serve_app(
+            self.app, self.host, self.port, shutdown_timeout=1.0
         )
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, self.host, self.port)
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        bound: Any = runner.addresses[0] if runner.addresses else (self.host, self.port)
-        host = bound[0]
-        url_host = f"[{host}]" if ":" in host else host
-        self.url = f"http://{url_host}:{bound[1]}"
         log.info("health_server_started", url=self.url)
         return self.url
 

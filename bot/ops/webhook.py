@@ -59,7 +59,7 @@ from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_applicati
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from bot.ops.health import parse_addr
+from bot.ops.health import parse_addr, serve_app
 from bot.ops.instance import instance_id
 from bot.ops.metrics import WEBHOOK_REQUESTS
 from cache.lock import RedisLock
@@ -322,20 +322,8 @@ class WebhookServer:
 
     async def start(self) -> str:
         # shutdown_timeout: what is left after stop()'s own grace is cancelled promptly
-        runner = web.AppRunner(
-            self.app, access_log=None, handle_signals=False, shutdown_timeout=0.5
-        )
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, self.host, self.port)
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        bound: Any = runner.addresses[0] if runner.addresses else (self.host, self.port)
-        host = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-        self.url = f"http://{host}:{bound[1]}{self.path}"
+        self._runner, base = await serve_app(self.app, self.host, self.port, shutdown_timeout=0.5)
+        self.url = f"{base}{self.path}"
         log.info("webhook_server_started", url=self.url)
         return self.url
 
