@@ -51,14 +51,25 @@ __all__ = ["GlobalRateLimiter", "default_burst", "gcra_interval_us", "planned_ra
 
 log = structlog.get_logger(__name__)
 
-_ACQUIRE = """
-local now
-if ARGV[4] ~= '' then
-  now = tonumber(ARGV[4])
+
+def _now_us(argv: int) -> str:
+    """Lua prelude: ``now`` in µs from ARGV[argv] (tests pin the clock) or else Redis TIME.
+
+    Redis's clock, not each instance's, so every instance measures the one rate alike.
+    """
+    return f"""local now
+if ARGV[{argv}] ~= '' then
+  now = tonumber(ARGV[{argv}])
 else
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
+"""
+
+
+_ACQUIRE = (
+    _now_us(4)
+    + """
 local pause = tonumber(redis.call('GET', KEYS[2]) or '0')
 if pause > now then
   return pause - now
@@ -76,15 +87,11 @@ end
 redis.call('SET', KEYS[1], string.format('%d', tat + interval), 'PX', ARGV[3])
 return -now
 """
+)
 
-_PAUSE = """
-local now
-if ARGV[2] ~= '' then
-  now = tonumber(ARGV[2])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
+_PAUSE = (
+    _now_us(2)
+    + """
 local untill = now + tonumber(ARGV[1])
 local pause = tonumber(redis.call('GET', KEYS[2]) or '0')
 if untill > pause then
@@ -97,6 +104,7 @@ if untill > pause then
 end
 return untill - now
 """
+)
 
 #: Smallest sleep between two tries, and the back-off bounds while Redis does not answer.
 _MIN_WAIT_S = 0.0002
