@@ -38,22 +38,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.config import Settings
+from bot.ops.stores import bot_engine as bot_engine  # the bot's own engine: pool, timeouts, guard
 from cache import create_redis
-from db.engine import create_engine
 from db.testing import temporary_database
+from db.testing import truncate_all as truncate_all
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 TOKEN = "700000001:BENCH-local-session-token-aaaaaaaaaaaa"
 BOT_ID = 700000001
-TABLES = (
-    "users",
-    "image_assets",
-    "horoscopes",
-    "horoscope_views",
-    "applied_batches",
-    "generation_claims",
-)
 
 
 def redis_url() -> str:
@@ -88,16 +81,6 @@ async def database_or_bench(stack: contextlib.AsyncExitStack, database_url: str 
     return await stack.enter_async_context(bench_database())
 
 
-def bot_engine(database_url: str, settings: Settings) -> AsyncEngine:
-    """An engine with the bot's pool settings (size, overflow, timeout)."""
-    return create_engine(
-        database_url,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
-        pool_timeout=settings.db_pool_timeout,
-    )
-
-
 def bot_redis(url: str, settings: Settings) -> Redis:
     """A Redis client with the bot's timeouts and pool size."""
     return create_redis(
@@ -106,13 +89,6 @@ def bot_redis(url: str, settings: Settings) -> Redis:
         socket_connect_timeout=settings.redis_socket_timeout,
         max_connections=settings.redis_max_connections,
     )
-
-
-async def truncate_all(engine: AsyncEngine) -> None:
-    from sqlalchemy import text
-
-    async with engine.begin() as conn:
-        await conn.execute(text(f"TRUNCATE {', '.join(TABLES)}"))
 
 
 async def delete_prefix(client: Redis, prefix: str) -> int:

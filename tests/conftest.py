@@ -18,26 +18,17 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from sqlalchemy import event, text
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from db.engine import create_engine, create_session_factory
-from db.testing import temporary_database
+from db.testing import temporary_database, truncate_all
 
 # Real-server topologies (cluster, sentinel, pgbouncer, load balancer, fault proxy, fake LLM).
 pytest_plugins = ["tests.servers.fixtures"]
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLES = (
-    "users",
-    "image_assets",
-    "horoscopes",
-    "horoscope_views",
-    "applied_batches",
-    "generation_claims",
-    "cache_invalidations",
-)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -103,13 +94,9 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 async def db_clean(engine: AsyncEngine) -> AsyncIterator[None]:
     """Empty tables before and after the test (tests share the run's database)."""
 
-    async def truncate() -> None:
-        async with engine.begin() as conn:
-            await conn.execute(text(f"TRUNCATE {', '.join(TABLES)}"))
-
-    await truncate()
+    await truncate_all(engine)
     yield
-    await truncate()
+    await truncate_all(engine)
 
 
 class SQLCounter:
