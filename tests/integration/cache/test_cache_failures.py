@@ -131,7 +131,9 @@ async def test_dead_port_costs_one_attempt_per_call_until_the_breaker_opens(
 
 
 async def test_redis_stopped_and_restarted_mid_test(own_redis: OwnServer) -> None:
-    redis = create_redis(own_redis.url)
+    # generous timeouts: a refused connection fails at once anyway, and a read of the running
+    # server must not time out on a busy machine (the loader would then run once too often)
+    redis = create_redis(own_redis.url, socket_timeout=2.0, socket_connect_timeout=2.0)
     metrics = CacheMetrics(CollectorRegistry())
     clock = Clock()
     breaker = CircuitBreaker(3, cooldown=30, clock=clock)
