@@ -1,4 +1,9 @@
-"""A throwaway redis-server the cache failure tests can stop and restart."""
+"""Servers for the cache failure tests: a throwaway redis-server they can stop and restart, a
+hung Redis that counts what reaches it, a fault proxy; and a count of a client's connects.
+
+These tests assert what was sent (connections made, bytes received, commands), never how long
+something took: a "< 10 ms" bound fails on a busy machine, a count does not. Waits are for a
+condition, under ``HANG_GUARD``, a bound that only a real hang reaches."""
 
 from __future__ import annotations
 
@@ -8,8 +13,15 @@ import shutil
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from redis.asyncio import Redis
+
+#: Seconds a wait for a condition may take before the test calls it a hang. Generous on
+#: purpose: it fails a test only when something never happens, not when a machine is slow.
+HANG_GUARD = 30.0
 
 
 def server_binary() -> str | None:
@@ -144,3 +156,117 @@ class FaultProxy:
             await asyncio.gather(pump(cr, uw, False), pump(ur, cw, True))
         cw.close()
         uw.close()
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What reached a ``HungServer`` so far."""
+
+    connections: int
+    received: int
+
+
+class _Silent(asyncio.Protocol):
+    def __init__(self, server: HungServer) -> None:
+        self.server = server
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.server._accepted(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.server.received += len(data)
+
+
+class HungServer:
+    """Accepts TCP connections and never answers (a hung Redis); counts what reaches it.
+
+    ``settle()`` answers "what reached the server from everything sent so far" without waiting
+    for any time to pass: see there.
+    """
+
+    def __init__(self) -> None:
+        self.peers: list[Any] = []  # remote addresses, in the order they were accepted
+        self.received = 0  # bytes, on every connection
+        self._barriers: set[Any] = set()
+        self._transports: list[asyncio.BaseTransport] = []
+        self._changed = asyncio.Event()
+        self._server: asyncio.Server | None = None
+
+    def _accepted(self, transport: asyncio.BaseTransport) -> None:
+        self._transports.append(transport)
+        self.peers.append(transport.get_extra_info("peername")[:2])
+        self._changed.set()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Silent(self), "127.0.0.1", 0)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for transport in self._transports:
+            transport.close()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def settle(self) -> Seen:
+        """Connections and bytes that reached the server from everything sent before the call.
+
+        A barrier, not a sleep: it opens a connection of its own and waits until the server has
+        accepted it. The kernel queues connections in order, so every connection made before
+        has been accepted by then; bytes written on them before were read in the same loop
+        passes (``data_received`` runs straight from the selector). The barrier is not counted
+        and sends nothing.
+        """
+        _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        me = writer.get_extra_info("sockname")[:2]
+        self._barriers.add(me)
+        try:
+            async with asyncio.timeout(HANG_GUARD):
+                while me not in self.peers:
+                    self._changed.clear()
+                    await self._changed.wait()
+        finally:
+            writer.close()
+        return Seen(
+            connections=sum(1 for p in self.peers if p not in self._barriers),
+            received=self.received,
+        )
+
+
+def count_connects(client: Redis) -> list[int]:
+    """Socket connects ``client`` attempts from now on (one entry per attempt).
+
+    Counted on the connections of its pool, below redis-py's retry loop: a call that retried
+    would show as more than one attempt. Kept connections are instrumented too.
+    """
+    attempts: list[int] = []
+    pool: Any = client.connection_pool
+
+    def instrument(conn: Any) -> Any:
+        if getattr(conn, "_counted_connects", False):
+            return conn
+        original = conn._connect
+
+        async def counted() -> Any:
+            attempts.append(1)
+            return await original()
+
+        conn._connect = counted
+        conn._counted_connects = True
+        return conn
+
+    make = pool.make_connection
+    pool.make_connection = lambda *a, **k: instrument(make(*a, **k))
+    for conn in (*pool._available_connections, *pool._in_use_connections):
+        instrument(conn)
+    return attempts

@@ -1,14 +1,14 @@
 """Fixtures for cache integration tests: a private redis-server we can stop and restart,
-and a TCP listener that accepts connections and never answers (a hung Redis)."""
+and a TCP listener that accepts connections and never answers (a hung Redis) and counts
+what reaches it."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from _cache_servers import OwnServer, free_port, server_binary
+from _cache_servers import HungServer, OwnServer, free_port, server_binary
 
 
 @pytest.fixture
@@ -25,22 +25,14 @@ def own_redis(tmp_path: Path) -> Iterator[OwnServer]:
 
 
 @pytest.fixture
-async def hung_url() -> AsyncIterator[str]:
-    """A server that accepts TCP connections and never replies."""
-    writers: list[asyncio.StreamWriter] = []
-
-    async def on_conn(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        writers.append(w)  # hold it open, say nothing
-
-    srv = await asyncio.start_server(on_conn, "127.0.0.1", 0)
-    port = srv.sockets[0].getsockname()[1]
+async def hung() -> AsyncIterator[HungServer]:
+    """A server that accepts TCP connections and never replies, counting what reaches it."""
+    server = HungServer()
+    await server.start()
     try:
-        yield f"redis://127.0.0.1:{port}/0"
+        yield server
     finally:
-        srv.close()
-        for w in writers:
-            w.close()
-        await srv.wait_closed()
+        await server.stop()
 
 
 @pytest.fixture

@@ -177,7 +177,9 @@ async def test_redis_that_stops_answering_on_open_connections_costs_a_bounded_wa
     timer of its own on a hit: the client's socket timeout must bound it. Each read answers
     from the loader, side commands of an ambiguous pipeline are not replayed, and the breaker
     opens after three failures; then Redis is not touched at all."""
-    client = create_redis(proxy.url, socket_timeout=0.2, socket_connect_timeout=0.2)
+    # Short enough that three hung reads are quick, long enough that the warm reads before the
+    # hang never time out on a busy machine (the proxy shares this event loop).
+    client = create_redis(proxy.url, socket_timeout=1.0, socket_connect_timeout=1.0)
     cache = engine(client, breaker=CircuitBreaker(3, cooldown=60))
     replayed: list[int] = []
 

@@ -22,6 +22,25 @@ TOKEN = "123456789:AAHtestTOKENforTHEjobsTESTS_abcdefghi"
 BOT_ID = int(TOKEN.split(":")[0])
 
 
+SECOND = 1_000_000
+
+
+class FakeTime:
+    """Microseconds the test sets; ``sleep`` advances them (so nothing really waits)."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000 * SECOND
+        self.slept: list[float] = []
+
+    def __call__(self) -> int:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += max(1, round(seconds * SECOND))
+        await asyncio.sleep(0)
+
+
 class PinnedClock:
     """Wall clock the test moves by hand (aware UTC)."""
 

@@ -16,25 +16,7 @@ from redis.asyncio import Redis
 
 from cache import create_redis
 from jobs.global_rate import GlobalRateLimiter, default_burst, gcra_interval_us, planned_rate
-from tests.integration.jobs.jobs_support import max_in_window
-
-SECOND = 1_000_000
-
-
-class FakeTime:
-    """Microseconds the test sets; ``sleep`` advances them (so nothing really waits)."""
-
-    def __init__(self) -> None:
-        self.now = 1_700_000_000 * SECOND
-        self.slept: list[float] = []
-
-    def __call__(self) -> int:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += max(1, round(seconds * SECOND))
-        await asyncio.sleep(0)
+from tests.integration.jobs.jobs_support import SECOND, FakeTime, max_in_window
 
 
 def limiter(

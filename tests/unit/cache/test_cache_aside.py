@@ -1,9 +1,13 @@
-"""CacheAside logic on fakeredis (no Lua there: the WATCH/MULTI path is exercised too)."""
+"""CacheAside logic on fakeredis (no Lua there: the WATCH/MULTI path is exercised too).
+
+Other tasks are waited for by events and conditions (``until``), never by a sleep that must be
+"long enough"; "nobody waits" is a hang guard around a gate that is never opened.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import time
+from collections.abc import Callable
 from typing import Any
 
 import fakeredis
@@ -40,6 +44,23 @@ def counting_loader(value: Any, delay: float = 0.0) -> Any:
 
 def ev(metrics: CacheMetrics, event: str, ns: str = "ns") -> float:
     return metrics.snapshot().get(ns, {}).get(event, 0.0)
+
+
+#: A wait for a condition that takes this long is a hang, not a slow machine.
+HANG_GUARD = 30.0
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Let other tasks run until ``condition()`` holds (under the hang guard)."""
+    async with asyncio.timeout(HANG_GUARD):
+        while not condition():  # noqa: ASYNC110 (state of other tasks, no event to wait on)
+            await asyncio.sleep(0)
+
+
+def joiners(cache: CacheAside, key: str) -> int:
+    """Callers waiting on the read in flight for ``key`` (they joined its owner)."""
+    owner = cache._reads.get(key)
+    return len(cache._joined.get(id(owner), ())) if owner is not None else 0
 
 
 async def test_miss_then_hit_one_get(cache: CacheAside, fake: Any, metrics: CacheMetrics) -> None:
@@ -90,30 +111,32 @@ async def test_callers_sharing_a_read_each_count_as_a_lookup(
 
 
 async def test_cancelled_owner_of_a_shared_read_leaves_the_others_their_value(
-    cache: CacheAside,
+    cache: CacheAside, metrics: CacheMetrics
 ) -> None:
     """The caller whose read the others joined is cancelled mid-load: the joiners carry on
     (they join the load still running) and get the value; the loader ran once."""
-    gate = asyncio.Event()
+    gate, loading = asyncio.Event(), asyncio.Event()
 
     async def slow() -> int:
         slow.calls += 1  # type: ignore[attr-defined]
+        loading.set()
         await gate.wait()
         return 4
 
     slow.calls = 0  # type: ignore[attr-defined]
     owner = asyncio.create_task(cache.get_or_load(KEY, slow, ttl=60, codec=INT))
-    await asyncio.sleep(0.01)
-    joiners = [
-        asyncio.create_task(cache.get_or_load(KEY, slow, ttl=60, codec=INT)) for _ in range(5)
-    ]
-    await asyncio.sleep(0.01)
+    async with asyncio.timeout(HANG_GUARD):
+        await loading.wait()
+    tasks = [asyncio.create_task(cache.get_or_load(KEY, slow, ttl=60, codec=INT)) for _ in range(5)]
+    await until(lambda: joiners(cache, KEY) == 5)
     owner.cancel()
-    await asyncio.sleep(0.01)
-    gate.set()
-    assert await asyncio.gather(*joiners) == [4] * 5
     with pytest.raises(asyncio.CancelledError):
         await owner
+    # one joiner now owns the read and joined the load still running; the others joined it
+    await until(lambda: ev(metrics, "singleflight_joined") == 1 and joiners(cache, KEY) == 4)
+    gate.set()
+    async with asyncio.timeout(HANG_GUARD):
+        assert await asyncio.gather(*tasks) == [4] * 5
     assert slow.calls == 1  # type: ignore[attr-defined]
     assert cache._reads == {} and cache._joined == {}
 
@@ -126,7 +149,7 @@ async def test_cancelled_joiner_of_a_shared_read_cancels_only_itself(cache: Cach
         return 6
 
     tasks = [asyncio.create_task(cache.get_or_load(KEY, slow, ttl=60, codec=INT)) for _ in range(6)]
-    await asyncio.sleep(0.01)
+    await until(lambda: joiners(cache, KEY) == 5)  # one owner, five joined its read
     tasks[3].cancel()
     gate.set()
     res = await asyncio.gather(*tasks, return_exceptions=True)
@@ -162,6 +185,7 @@ async def test_loader_exception_propagates_and_is_not_cached(
     assert await cache.get_or_load(KEY, counting_loader(9), ttl=60, codec=INT) == 9
 
 
+@pytest.mark.usefixtures("still_redis_clock")
 async def test_negative_caching(cache: CacheAside, metrics: CacheMetrics, fake: Any) -> None:
     loader = counting_loader(None)
     assert await cache.get_or_load(KEY, loader, ttl=60, codec=INT, negative_ttl=30) is None
@@ -192,27 +216,30 @@ async def test_stored_none_is_a_hit_not_not_found(cache: CacheAside, metrics: Ca
     assert not NOT_FOUND and repr(NOT_FOUND) == "NOT_FOUND"
 
 
+@pytest.mark.usefixtures("still_redis_clock")
 async def test_ttl_jitter_bounds(fake: Any, metrics: CacheMetrics) -> None:
     cache = CacheAside(fake, metrics=metrics, jitter=0.1)
     items = [(f"t:v1:ns:{i}", i) for i in range(200)]
     await cache.set_many(items, ttl=100, codec=INT)
     ttls = [await fake.pttl(k) for k, _ in items]
-    assert all(90_000 - 50 <= t <= 110_000 for t in ttls)
+    assert all(90_000 <= t <= 110_000 for t in ttls)
     assert max(ttls) - min(ttls) > 5_000  # spread, not all equal
     no_jitter = CacheAside(fake, metrics=metrics, jitter=0.0)
     await no_jitter.set("t:v1:ns:x", 1, ttl=100, codec=INT)
-    assert 99_000 <= await fake.pttl("t:v1:ns:x") <= 100_000
+    assert await fake.pttl("t:v1:ns:x") == 100_000
 
 
+@pytest.mark.usefixtures("still_redis_clock")
 async def test_values_loaded_together_get_jittered_ttls(cache: CacheAside, fake: Any) -> None:
     """A cold start loads many keys at once: they must not all expire in the same second."""
     loads = [Load(f"t:v1:ns:{i}", counting_loader(i), INT, 100) for i in range(50)]
     assert await cache.load_many(loads) == list(range(50))
     ttls = [await fake.pttl(ld.key) for ld in loads]
-    assert all(89_000 <= t <= 110_000 for t in ttls)
+    assert all(90_000 <= t <= 110_000 for t in ttls)
     assert max(ttls) - min(ttls) > 2_000  # spread, not all equal
 
 
+@pytest.mark.usefixtures("still_redis_clock")
 async def test_callable_ttl_and_non_positive_ttl(cache: CacheAside, fake: Any) -> None:
     async def load() -> int:
         return 20
@@ -524,14 +551,16 @@ async def test_invalidate_swallows_errors(
 async def test_load_racing_an_invalidation_does_not_write_back(
     cache: CacheAside, fake: Any
 ) -> None:
-    gate = asyncio.Event()
+    gate, loading = asyncio.Event(), asyncio.Event()
 
     async def old_loader() -> int:
+        loading.set()
         await gate.wait()
         return 1  # read before the write committed
 
     reader = asyncio.create_task(cache.get_or_load(KEY, old_loader, ttl=60, codec=INT))
-    await asyncio.sleep(0.01)
+    async with asyncio.timeout(HANG_GUARD):
+        await loading.wait()
     await cache.invalidate(KEY)  # the write committed meanwhile
     # a caller arriving now does not join the old load
     assert await cache.get_or_load(KEY, counting_loader(2), ttl=60, codec=INT) == 2
@@ -547,7 +576,7 @@ async def test_invalidate_detaches_a_get_in_flight(fake: Any, metrics: CacheMetr
     await cache.set(KEY, 1, ttl=60, codec=INT)
     batcher: Any = cache._batcher
     original = batcher.execute_one
-    gate = asyncio.Event()
+    gate, held = asyncio.Event(), asyncio.Event()
     gets = 0
 
     async def execute_one(redis: Any, command: tuple[Any, ...]) -> Any:
@@ -557,22 +586,25 @@ async def test_invalidate_detaches_a_get_in_flight(fake: Any, metrics: CacheMetr
         first = is_get and gets == 1
         data = await original(redis, command)
         if first:
+            held.set()
             await gate.wait()  # the old value is on its way back while the write commits
         return data
 
     batcher.execute_one = execute_one
     first = asyncio.create_task(cache.get_or_load(KEY, counting_loader(0), ttl=60, codec=INT))
-    await asyncio.sleep(0.01)
+    async with asyncio.timeout(HANG_GUARD):
+        await held.wait()
     await cache.invalidate(KEY)  # the write committed
-    second = asyncio.create_task(cache.get_or_load(KEY, counting_loader(2), ttl=60, codec=INT))
-    await asyncio.sleep(0.01)
+    # Answered while the first GET is still held: it did not join that GET (it would hang).
+    async with asyncio.timeout(HANG_GUARD):
+        assert await cache.get_or_load(KEY, counting_loader(2), ttl=60, codec=INT) == 2
     gate.set()
     assert await first == 1  # started before: may see the old value
-    assert await second == 2
     assert gets == 2
     await cache.aclose()
 
 
+@pytest.mark.usefixtures("still_redis_clock")
 async def test_early_refresh_serves_current_value_while_one_refresh_runs(
     cache: CacheAside, fake: Any, metrics: CacheMetrics
 ) -> None:
@@ -586,16 +618,18 @@ async def test_early_refresh_serves_current_value_while_one_refresh_runs(
         await gate.wait()
         return 2
 
-    start = time.perf_counter()
-    res = await asyncio.gather(
-        *(cache.get_or_load(KEY, slow_new, ttl=10, codec=INT, early_refresh=30) for _ in range(20))
-    )
-    assert time.perf_counter() - start < 0.5
-    assert res == [1] * 20  # nobody waits for the refresh
-    for _ in range(3):
-        assert await cache.get_or_load(KEY, slow_new, ttl=10, codec=INT, early_refresh=30) == 1
-    await asyncio.sleep(0.01)
-    assert calls == 1
+    async with asyncio.timeout(HANG_GUARD):  # the refresh's gate stays shut: nobody waits on it
+        res = await asyncio.gather(
+            *(
+                cache.get_or_load(KEY, slow_new, ttl=10, codec=INT, early_refresh=30)
+                for _ in range(20)
+            )
+        )
+        assert res == [1] * 20
+        for _ in range(3):
+            assert await cache.get_or_load(KEY, slow_new, ttl=10, codec=INT, early_refresh=30) == 1
+    await until(lambda: calls > 0)  # the one refresh is loading
+    assert calls == 1 and len(cache._refreshing) == 1
     assert ev(metrics, "stale_served") >= 20
     gate.set()
     await cache.wait_background()
@@ -671,14 +705,16 @@ async def test_xfetch_uses_recorded_load_time(
 
 async def test_aclose_cancels_background_refresh(cache: CacheAside) -> None:
     await cache.set(KEY, 1, ttl=1, codec=INT)
-    never = asyncio.Event()
+    never, loading = asyncio.Event(), asyncio.Event()
 
     async def hang() -> int:
+        loading.set()
         await never.wait()
         return 2
 
     assert await cache.get_or_load(KEY, hang, ttl=1, codec=INT, early_refresh=5) == 1
-    await asyncio.sleep(0.01)
+    async with asyncio.timeout(HANG_GUARD):
+        await loading.wait()  # the refresh is inside its loader
     assert cache._tasks
     await cache.aclose()
     assert not cache._tasks

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from cache import CacheAside, Codec
 from cache.invalidation import pending_keys
+from devtools.traffic import RedisTraffic
 
 INT = Codec(int)
 
@@ -32,7 +32,9 @@ async def test_deleted_only_after_commit(
     cache.invalidate_after_commit(session, "t:v1:u:1")
     cache.invalidate_after_commit(session, "t:v1:u:1")  # deduplicated
     assert pending_keys(session) == ["t:v1:u:1"]
-    await asyncio.sleep(0.01)
+    traffic = RedisTraffic(fake)
+    await cache.wait_background()  # nothing was scheduled either
+    assert traffic.count == 0
     assert await fake.get("t:v1:u:1") is not None  # not before the commit
     await session.commit()
     await cache.flush_invalidations(session)
@@ -47,8 +49,10 @@ async def test_rollback_deletes_nothing(
     await session.begin()
     cache.invalidate_after_commit(session, "t:v1:u:2")
     await session.rollback()
+    traffic = RedisTraffic(fake)
     await cache.flush_invalidations(session)
-    await asyncio.sleep(0.01)
+    await cache.wait_background()
+    assert traffic.count == 0  # no DEL, now or in the background
     assert await fake.get("t:v1:u:2") is not None
     # the next transaction starts clean: committing it deletes nothing either
     await session.begin()

@@ -1,8 +1,13 @@
-"""Auto-pipelining of reads that carry side commands (cache/pipelining.py)."""
+"""Auto-pipelining of reads that carry side commands (cache/pipelining.py).
+
+The test doubles record what was sent; a test waits for that (``until``), not for a sleep to be
+long enough for the batcher's task to have run.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import fakeredis
@@ -18,6 +23,15 @@ from cache.pipelining import NotSentError, PipelineBatcher
 from devtools.traffic import RedisTraffic
 
 INT = Codec(int)
+#: A wait for a condition that takes this long is a hang, not a slow machine.
+HANG_GUARD = 30.0
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Let other tasks run until ``condition()`` holds (under the hang guard)."""
+    async with asyncio.timeout(HANG_GUARD):
+        while not condition():  # noqa: ASYNC110 (state of other tasks, no event to wait on)
+            await asyncio.sleep(0)
 
 
 async def test_concurrent_side_reads_share_a_few_pipelines(cache: CacheAside, fake: Any) -> None:
@@ -234,11 +248,13 @@ class _GatedRedis:
     def __init__(self, gate: asyncio.Event, connect_gate: asyncio.Event | None = None) -> None:
         outer = self
         self.out: set[_GatedConnection] = set()
+        self.asked = 0  # connections asked for (handed out or still waiting for connect_gate)
 
         class Pool:
             max_connections = 16
 
             async def get_connection(self) -> _GatedConnection:
+                outer.asked += 1
                 if connect_gate is not None:
                     await connect_gate.wait()
                 conn = _GatedConnection(gate)
@@ -252,13 +268,17 @@ class _GatedRedis:
 
 
 async def _queued_behind_a_direct_caller(
-    batcher: PipelineBatcher, redis: Any
+    batcher: PipelineBatcher, redis: Any, sent: bool
 ) -> tuple[asyncio.Task[list[Any]], list[asyncio.Task[list[Any]]]]:
-    """One caller sending from its own task, two queued ones in the batcher's pipeline task."""
+    """One caller sending from its own task, two queued ones in the batcher's pipeline task;
+    returns once that pipeline was sent (``sent``) or is waiting for its connection."""
     direct = asyncio.create_task(batcher.execute(redis, [("GET", "a")]))
     await asyncio.sleep(0)
     queued = [asyncio.create_task(batcher.execute(redis, [("INCR", k)])) for k in ("b", "c")]
-    await asyncio.sleep(0.05)
+    if sent:  # both pipelines hold a connection: they were sent and wait for their replies
+        await until(lambda: len(redis.out) == 2)
+    else:  # the pipeline task asked for its connection and waits for it
+        await until(lambda: redis.asked == 2)
     return direct, queued
 
 
@@ -267,7 +287,7 @@ async def test_aclose_tells_callers_of_a_sent_pipeline_the_outcome_is_unknown() 
     once, and not with NotSentError (the commands may have run: no replay, no double count)."""
     batcher = PipelineBatcher(timeout=10.0, max_in_flight=2)
     redis: Any = _GatedRedis(asyncio.Event())
-    direct, queued = await _queued_behind_a_direct_caller(batcher, redis)
+    direct, queued = await _queued_behind_a_direct_caller(batcher, redis, sent=True)
     await batcher.aclose()
     async with asyncio.timeout(1):  # answered, not left hanging
         res = await asyncio.gather(*queued, return_exceptions=True)
@@ -281,7 +301,7 @@ async def test_aclose_tells_callers_of_a_sent_pipeline_the_outcome_is_unknown() 
 async def test_aclose_tells_callers_of_an_unsent_pipeline_nothing_ran() -> None:
     batcher = PipelineBatcher(timeout=10.0, max_in_flight=2)
     redis: Any = _GatedRedis(asyncio.Event(), connect_gate=asyncio.Event())  # no connection
-    direct, queued = await _queued_behind_a_direct_caller(batcher, redis)
+    direct, queued = await _queued_behind_a_direct_caller(batcher, redis, sent=False)
     await batcher.aclose()
     async with asyncio.timeout(1):
         res = await asyncio.gather(*queued, return_exceptions=True)
@@ -298,7 +318,7 @@ async def test_pipeline_finishing_after_aclose_gives_its_connection_back() -> No
     batcher = PipelineBatcher(timeout=10.0)
     redis: Any = _GatedRedis(gate)
     task = asyncio.create_task(batcher.execute(redis, [("GET", "a")]))
-    await asyncio.sleep(0.01)
+    await until(lambda: len(redis.out) == 1)  # sent, waiting for its reply
     await batcher.aclose()
     gate.set()
     assert await task == [b"ok"]
@@ -397,7 +417,7 @@ async def test_reads_arriving_meanwhile_share_the_next_pipeline() -> None:
     first = asyncio.create_task(batcher.execute_one(redis, ("GET", "first")))
     await asyncio.sleep(0)  # sent, waiting for its reply
     rest = [asyncio.create_task(batcher.execute_one(redis, ("GET", f"k{i}"))) for i in range(20)]
-    await asyncio.sleep(0.01)
+    await until(lambda: len(redis.sent) == 2)
     assert [len(p) for p in redis.sent] == [1, 20]  # one pipeline for all twenty
     redis.gate.set()
     assert await first == b"first"
@@ -418,7 +438,7 @@ async def test_cancelling_one_caller_of_a_shared_batch_leaves_the_others_their_r
     a = asyncio.create_task(batcher.execute(redis, [("GET", "a1"), ("GET", "a2")]))
     b = asyncio.create_task(batcher.execute(redis, [("GET", "b1"), ("HINCRBY", "v", "f", 1)]))
     c = asyncio.create_task(batcher.execute_one(redis, ("GET", "c")))
-    await asyncio.sleep(0.01)
+    await until(lambda: len(redis.sent) == 2)
     assert len(redis.sent) == 2 and len(redis.sent[1]) == 5  # a, b and c share a pipeline
     b.cancel()
     await asyncio.sleep(0)
@@ -462,7 +482,8 @@ async def test_connection_cut_mid_batch_fails_its_callers_and_is_never_reused() 
     first = asyncio.create_task(batcher.execute_one(redis, ("GET", "first")))
     await asyncio.sleep(0)
     batch = [asyncio.create_task(batcher.execute_one(redis, ("GET", f"k{i}"))) for i in range(6)]
-    await asyncio.sleep(0.01)
+    await until(lambda: len(redis.sent) == 2)  # the six went out together
+    assert len(redis.sent[1]) == 6
     redis.gate.set()
     res = await asyncio.gather(*batch, return_exceptions=True)
     assert await first == b"first"  # its own pipeline, one command: not cut
@@ -539,7 +560,8 @@ async def test_one_cut_pipeline_is_one_breaker_failure(metrics: CacheMetrics) ->
         asyncio.create_task(cache.get_or_load(f"t:v1:h:{i}", loader(i), ttl=0, codec=INT))
         for i in range(10)
     ]
-    await asyncio.sleep(0.01)
+    await until(lambda: len(redis.sent) == 2)  # the ten reads went out in one pipeline
+    assert len(redis.sent[1]) == 10
     redis.gate.set()
     assert await asyncio.gather(*rest) == list(range(10))
     await first

@@ -26,15 +26,17 @@ async def test_concurrent_adds_merge_into_few_batches_and_all_are_applied() -> N
 
 
 async def test_a_caller_returns_only_after_its_batch_is_applied() -> None:
-    done = asyncio.Event()
+    applying, done = asyncio.Event(), asyncio.Event()
 
     async def apply(batch: dict[str, float]) -> None:
+        applying.set()
         await done.wait()
 
     writer: CoalescingWriter[str, float] = CoalescingWriter(apply, max)
     task = asyncio.create_task(writer.add("u", 1.0))
-    await asyncio.sleep(0.01)
-    assert not task.done()
+    async with asyncio.timeout(30):  # a hang guard
+        await applying.wait()  # its batch is being applied ...
+    assert not task.done()  # ... and the caller is still waiting for it
     done.set()
     await task
 
