@@ -222,15 +222,24 @@ def _profile_changed(data: UserData, profile: dict[str, Any]) -> bool:
 class UserRepository:
     """Users of the bot. Methods never commit: the caller's unit of work does.
 
-    ``session`` is the update's unit-of-work session (writes); reads through the cache load
-    with their own short sessions from ``ctx.session_factory``.
+    ``session`` is the update's unit-of-work session (writes), or a function returning it:
+    then it is asked for only when a method writes or queries, so a warm update (the user
+    read from Redis) never creates one. Reads through the cache load with their own short
+    sessions from ``ctx.session_factory``.
     """
 
-    __slots__ = ("_ctx", "_session")
+    __slots__ = ("_ctx", "_session_source")
 
-    def __init__(self, session: AsyncSession, ctx: DataContext) -> None:
-        self._session = session
+    def __init__(
+        self, session: AsyncSession | Callable[[], AsyncSession], ctx: DataContext
+    ) -> None:
+        self._session_source = session
         self._ctx = ctx
+
+    @property
+    def _session(self) -> AsyncSession:
+        source = self._session_source
+        return source if isinstance(source, AsyncSession) else source()
 
     # ------------------------------------------------------------------ keys and loaders
 
