@@ -19,29 +19,38 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from cache.aside import CacheAside, Load, SideCommand
-from cache.codec import CodecError
+from cache.aside import CacheAside, SideCommand
+from cache.codec import Codec, CodecError
 from cache.envelope import NOT_FOUND, open_envelope
 from cache.keys import namespace_of
 
-__all__ = ["Prefetch"]
+__all__ = ["Prefetch", "Reads", "mget"]
+
+
+#: What a prefetch reads: (key, codec) pairs, as a ``Load`` names them.
+Reads = Sequence[tuple[str, Codec[Any]]]
 
 
 class Prefetch:
-    """The MGET of ``loads`` as a side command (``command``) and its reply, once it came."""
+    """The MGET of ``reads`` (key, codec) as a side command (``command``) and its reply, once
+    it came. ``reads`` may be shared between prefetches (a caller keeps them per key set)."""
 
-    __slots__ = ("_cache", "_loads", "_reply", "command")
+    __slots__ = ("_cache", "_reads", "_reply", "command")
 
-    def __init__(self, cache: CacheAside, loads: Sequence[Load[Any]]) -> None:
-        if not loads:
+    def __init__(self, cache: CacheAside, reads: Reads, command: tuple[Any, ...] | None = None):
+        """``command``: the MGET itself when the caller keeps it too (built from ``reads``
+        otherwise)."""
+        if not reads:
             raise ValueError("nothing to prefetch")
         self._cache = cache
-        self._loads = tuple(loads)
+        self._reads = reads
         self._reply: list[Any] | None = None
-        self.command = SideCommand(("MGET", *(ld.key for ld in loads)), on_result=self._got)
+        if command is None:
+            command = mget(reads)
+        self.command = SideCommand(command, on_result=self._got)
 
     def _got(self, reply: Any) -> None:
-        if isinstance(reply, list) and len(reply) == len(self._loads):
+        if isinstance(reply, list) and len(reply) == len(self._reads):
             self._reply = reply
 
     @property
@@ -55,15 +64,20 @@ class Prefetch:
         if reply is None:
             return None
         out: list[Any] = []
-        for ld, data in zip(self._loads, reply, strict=True):
+        for (_, codec), data in zip(self._reads, reply, strict=True):
             if data is None:
                 return None
             try:
-                value = open_envelope(data, ld.codec)
+                value = open_envelope(data, codec)
             except CodecError:
                 return None
             out.append(None if value is NOT_FOUND else value)
         metrics = self._cache.metrics
-        for ld, value in zip(self._loads, out, strict=True):
-            metrics.event(namespace_of(ld.key), "hit" if value is not None else "negative_hit")
+        for (key, _), value in zip(self._reads, out, strict=True):
+            metrics.event(namespace_of(key), "hit" if value is not None else "negative_hit")
         return out
+
+
+def mget(reads: Reads) -> tuple[Any, ...]:
+    """The MGET command of ``reads``."""
+    return ("MGET", *(key for key, _ in reads))

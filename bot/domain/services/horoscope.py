@@ -38,7 +38,7 @@ from bot.telegram.callbacks import Day
 from bot.telegram.keyboards import horoscope_keyboard
 from bot.telegram.texts import choose_lang, horoscope_parts, texts
 from cache import CacheAside, Load, SideCommand
-from cache.prefetch import Prefetch
+from cache.prefetch import Prefetch, Reads, mget
 from db.repositories.context import DataContext
 from db.repositories.horoscopes import HoroscopeRepository
 from db.repositories.values import FileRef, HoroscopeData, UserData
@@ -91,6 +91,9 @@ class Prepared:
 
 #: Users whose hint this process keeps (a few dozen bytes each): the recently active ones.
 HINTS_MAX: Final = 65_536
+
+#: Prefetch key sets kept (see HoroscopeService._reads).
+_READS_MAX: Final = 512
 
 #: What the hint remembers of a user: the sign, the language it is shown in, the zone name.
 Hint = tuple[Sign, Lang, str | None]
@@ -187,6 +190,9 @@ class HoroscopeService:
         self.clock = clock
         #: sign, language and zone of the people seen lately (see ``prefetch``)
         self.hints = UserHints()
+        #: (sign, date, lang, bot id) -> what its prefetch reads, and the MGET (a few days'
+        #: worth: 12 signs x languages x today/tomorrow per day; cleared when it grows)
+        self._reads: dict[tuple[Sign, dt.date, Lang, int], tuple[Reads, tuple[Any, ...]]] = {}
 
     # ------------------------------------------------------------------ dates and language
 
@@ -224,13 +230,16 @@ class HoroscopeService:
         sign, lang, zone = hint
         today = local_date(self.clock(), zone, self.settings.bot_timezone)
         date = today if day is Day.TODAY else today + dt.timedelta(days=1)
-        reads = Prefetch(
-            self.cache,
-            (
-                self.repo.load_spec(sign, date, lang),
-                self.file_ids.load_spec(bot_id, sign_asset(sign)),
-            ),
-        )
+        spec = (sign, date, lang, bot_id)
+        known = self._reads.get(spec)
+        if known is None:
+            if len(self._reads) >= _READS_MAX:
+                self._reads.clear()
+            text = self.repo.load_spec(sign, date, lang)
+            file_id = self.file_ids.load_spec(bot_id, sign_asset(sign))
+            pairs: Reads = ((text.key, text.codec), (file_id.key, file_id.codec))
+            known = self._reads[spec] = (pairs, mget(pairs))
+        reads = Prefetch(self.cache, known[0], known[1])
         return Prefetched(
             bot_id=bot_id,
             sign=sign,
