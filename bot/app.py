@@ -31,7 +31,7 @@ from bot.domain.services.stats import StatsService
 from bot.domain.services.throttle import Throttle
 from bot.ops.metrics import REGISTRY
 from bot.ops.outages import OUTAGES, REDIS
-from bot.telegram.api import pin_response_models
+from bot.ops.runtime import pin_response_models
 from bot.telegram.context import AppContext
 from bot.telegram.handlers import routers
 from bot.telegram.middlewares import ContextMiddleware, UnitOfWorkMiddleware, UserMiddleware

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import structlog
 from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError, TelegramRetryAfter
@@ -28,7 +28,6 @@ __all__ = [
     "is_harmless",
     "is_not_modified",
     "outcome_of",
-    "pin_response_models",
     "with_retry",
 ]
 
@@ -109,44 +108,3 @@ async def with_retry(
         log.info("retry_after", what=what, retry_after=exc.retry_after)
         await asyncio.sleep(exc.retry_after)
     return await call()
-
-
-#: The parametrized ``Response[...]`` models the bot's Bot API replies are read into, held
-#: strongly. aiogram's ``check_response`` builds ``Response[method.__returning__]`` on every
-#: request, and pydantic keeps parametrized models in a *weak* cache: once a garbage
-#: collection frees the class (nothing else holds it), the next request rebuilds its whole
-#: schema (Message is large: ~10-30 ms of CPU, measured every few dozen updates through
-#: ``Dispatcher.feed_update``). Pinned once, every request finds it in the cache.
-_PINNED_RESPONSES: list[Any] = []
-
-
-def pin_response_models() -> None:
-    """Build (once per process) and keep the ``Response[...]`` models of the methods the bot
-    calls per update, so none is ever rebuilt. Idempotent; called by the app factory."""
-    if _PINNED_RESPONSES:
-        return
-    from aiogram.methods import (
-        AnswerCallbackQuery,
-        AnswerInlineQuery,
-        EditMessageMedia,
-        EditMessageReplyMarkup,
-        EditMessageText,
-        Response,
-        SendMessage,
-        SendPhoto,
-    )
-
-    seen: list[Any] = []
-    for method in (
-        SendPhoto,
-        SendMessage,
-        EditMessageMedia,
-        EditMessageText,
-        EditMessageReplyMarkup,
-        AnswerCallbackQuery,
-        AnswerInlineQuery,
-    ):
-        returning = method.__returning__
-        if returning not in seen:
-            seen.append(returning)
-            _PINNED_RESPONSES.append(Response[returning])  # type: ignore[valid-type]
