@@ -95,15 +95,19 @@ HINTS_MAX: Final = 65_536
 #: Prefetch key sets kept (see HoroscopeService._reads).
 _READS_MAX: Final = 512
 
-#: What the hint remembers of a user: the sign, the language it is shown in, the zone name.
-Hint = tuple[Sign, Lang, str | None]
+#: What the hint remembers of a user: the sign (None: not chosen), the language it is shown
+#: in, the zone name, and when this process last sent the user's last-seen stamp (epoch s).
+Hint = tuple[Sign | None, Lang, str | None, float]
 
 
 class UserHints:
-    """user id -> (sign, language, zone) of the people seen lately, least recently used out.
+    """user id -> (sign, language, zone, stamped) of the people seen lately, least recently
+    used out.
 
     A hint, never the truth: it only chooses which keys ride along the user lookup; the user
-    read in that same round trip decides whether they are used.
+    read in that same round trip decides whether they are used. ``stamped`` spares the
+    last-seen HSET of a person seen again within LAST_SEEN_EVERY (bot/telegram/middlewares/
+    user.py).
     """
 
     __slots__ = ("_hints", "maxsize")
@@ -213,12 +217,10 @@ class HoroscopeService:
 
     # ------------------------------------------------------------------ hints
 
-    def note_user(self, user: UserData) -> None:
-        """Remember what the next /today of ``user`` will most likely read."""
-        sign = user.zodiac_sign
-        self.hints.note(
-            user.id, None if sign is None else (sign, self.lang_for(user), user.timezone)
-        )
+    def note_user(self, user: UserData, stamped: float) -> None:
+        """Remember what the next /today of ``user`` will most likely read, and when its
+        last-seen stamp was last sent (``stamped``, epoch seconds)."""
+        self.hints.note(user.id, (user.zodiac_sign, self.lang_for(user), user.timezone, stamped))
 
     def prefetch(self, bot_id: int, user_id: int, day: Day) -> Prefetched | None:
         """The reads (and the view) of ``day``'s horoscope for ``user_id`` as the hint has it,
@@ -227,7 +229,9 @@ class HoroscopeService:
         hint = self.hints.get(user_id)
         if hint is None:
             return None
-        sign, lang, zone = hint
+        sign, lang, zone, _ = hint
+        if sign is None:
+            return None
         today = local_date(self.clock(), zone, self.settings.bot_timezone)
         date = today if day is Day.TODAY else today + dt.timedelta(days=1)
         spec = (sign, date, lang, bot_id)

@@ -3,6 +3,7 @@
 ``UserRepository.get_or_create_from_telegram`` returns the cached user (Redis GET, last-seen
 HSET in the same pipeline, no SQL for a known user whose profile did not change) or creates it
 in the update's unit of work; the repository cleans the profile (NULs removed, lengths capped).
+A person seen again within a minute is not re-stamped (LAST_SEEN_EVERY): one command less.
 The throttle's script rides in that same pipeline (the repository's ``also=``); its reply
 reaches the throttle through ``SideCommand.on_result``.
 
@@ -20,8 +21,9 @@ results (a view that must be counted) and chat-member changes are never throttle
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 from aiogram import BaseMiddleware
@@ -43,6 +45,11 @@ __all__ = ["UserMiddleware"]
 log = structlog.get_logger(__name__)
 
 THROTTLED_TYPES = frozenset({"message", "callback_query", "edited_message"})
+
+#: Seconds within which a person seen again is not re-stamped as "last seen" (an HSET per
+#: update for someone reading and pressing buttons buys nothing: the stamp feeds daily
+#: activity figures). Stamps are per process; the buffer keeps the newest of all of them.
+LAST_SEEN_EVERY: Final = 60.0
 
 #: Commands whose horoscope is prefetched along the user lookup (see the module docstring).
 _PREFETCHED_COMMANDS: dict[str, Day] = {"today": Day.TODAY, "tomorrow": Day.TOMORROW}
@@ -92,7 +99,14 @@ class UserMiddleware(BaseMiddleware):
                 prefetched = horoscopes.prefetch(data["bot"].id, tg_user.id, day)
                 if prefetched is not None:
                     also = (*also, *prefetched.commands)
-        user, _created = await repos.users.get_or_create_from_telegram(tg_user, also=also)
+        # last seen: stamped at most once a LAST_SEEN_EVERY per person by this process
+        now = time.time()
+        hint = horoscopes.hints.get(tg_user.id)
+        stamped = hint[3] if hint is not None else None
+        stamp = stamped is None or not 0 <= now - stamped < LAST_SEEN_EVERY
+        user, _created = await repos.users.get_or_create_from_telegram(
+            tg_user, seen_at=now, also=also, stamp_last_seen=stamp
+        )
         if probe is not None:
             decision = probe.decision
         # A new or changed user was written: commit now, so the update does not pin a pooled
@@ -100,7 +114,7 @@ class UserMiddleware(BaseMiddleware):
         uow = data.get("uow")
         if uow is not None:
             await uow.commit()
-        horoscopes.note_user(user)
+        horoscopes.note_user(user, now if stamp or stamped is None else stamped)
         data["user"] = user
         lang = horoscopes.lang_for(user)
         data["lang"] = lang
