@@ -1,11 +1,12 @@
 """A warm /today in ONE Redis round trip (issue 13.4), counted on the bot's Redis client.
 
 Through ``Dispatcher.feed_update`` on real Redis and Postgres, with a local Bot session: the
-user lookup (GET + throttle script; the last-seen HSET at most once a minute) and the horoscope's reads (MGET of text and
-file_id + the view HINCRBY) go in one pipeline once the person's hint is known; no SQL, no pooled
-connection, no AsyncSession. The hint is only a guess: when the user read in that trip says
-otherwise (the sign changed in another process) the right horoscope is shown and the view lands
-on the right sign; a throttled /today counts no view.
+user lookup (GET + throttle script; the last-seen HSET at most once a minute) and the
+horoscope's reads (MGET of text and file_id + the view HINCRBY) go in one pipeline once the
+person's hint is known; no SQL, no pooled connection, no AsyncSession. The hint is only a
+guess: when the user read in that trip says otherwise (the sign changed in another process)
+the right horoscope is shown and the view lands on the right sign; a throttled /today counts
+no view.
 """
 
 from __future__ import annotations
