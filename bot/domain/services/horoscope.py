@@ -143,7 +143,7 @@ class Prefetched:
     which takes its view back.
     """
 
-    __slots__ = ("bot_id", "consumed", "date", "day", "lang", "reads", "sign", "view")
+    __slots__ = ("bot_id", "consumed", "date", "day", "lang", "reads", "sign", "view", "zone")
 
     def __init__(
         self,
@@ -155,7 +155,9 @@ class Prefetched:
         lang: Lang,
         reads: Prefetch,
         view: ViewTicket,
+        zone: str | None,
     ) -> None:
+        self.zone = zone
         self.bot_id = bot_id
         self.sign = sign
         self.date = date
@@ -252,6 +254,7 @@ class HoroscopeService:
             lang=lang,
             reads=reads,
             view=self.views.ticket(sign, date),
+            zone=zone,
         )
 
     async def discard(self, prefetched: Prefetched) -> None:
@@ -279,7 +282,10 @@ class HoroscopeService:
         counted this (sign, date), taken back otherwise.
         """
         lang = self.lang_for(user)
-        date = self.date_for(user, day)
+        if prefetched is not None and prefetched.day is day and prefetched.zone == user.timezone:
+            date = prefetched.date  # "today" in this zone, taken a moment ago for this request
+        else:
+            date = self.date_for(user, day)
         view: ViewTicket | None = None
         got: list[Any] | None = None
         if prefetched is not None and not prefetched.consumed:
