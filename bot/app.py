@@ -31,6 +31,7 @@ from bot.domain.services.stats import StatsService
 from bot.domain.services.throttle import Throttle
 from bot.ops.metrics import REGISTRY
 from bot.ops.outages import OUTAGES, REDIS
+from bot.ops.runtime import pin_response_models
 from bot.telegram.context import AppContext
 from bot.telegram.handlers import routers
 from bot.telegram.middlewares import ContextMiddleware, UnitOfWorkMiddleware, UserMiddleware
@@ -96,6 +97,7 @@ def build_app(
     """
     if bot is None:
         bot = build_bot(settings)
+    pin_response_models()
     use_cache = settings.cache_enabled if cache_enabled is None else cache_enabled
     redis: Redis | None = stores.redis if use_cache else None
     cache = CacheAside(

@@ -11,6 +11,7 @@ import logging
 import re
 import sys
 from collections.abc import Mapping
+from contextvars import ContextVar, Token
 from typing import Any
 
 import structlog
@@ -61,10 +62,35 @@ def _mask_rendered(_: Any, __: str, event_dict: EventDict) -> EventDict:
     return event_dict
 
 
+#: The update being handled (update_id, user_id): set once per update by the context
+#: middleware. One ContextVar set and reset per update instead of structlog's
+#: bind/unbind_contextvars (a ContextVar per key, looked up by name, twice each): the hot path.
+_UPDATE: ContextVar[tuple[int, int | None] | None] = ContextVar("horo_update", default=None)
+
+
+def bind_update(update_id: int, user_id: int | None) -> Token[tuple[int, int | None] | None]:
+    """Every line logged while this update is handled carries its ids (``reset_update``)."""
+    return _UPDATE.set((update_id, user_id))
+
+
+def reset_update(token: Token[tuple[int, int | None] | None]) -> None:
+    _UPDATE.reset(token)
+
+
+def merge_update(_: Any, __: str, event_dict: EventDict) -> EventDict:
+    """Processor: ``update_id`` / ``user_id`` of the update being handled, if any."""
+    current = _UPDATE.get()
+    if current is not None:
+        event_dict.setdefault("update_id", current[0])
+        event_dict.setdefault("user_id", current[1])
+    return event_dict
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     """Configure structlog and route stdlib logging through the same pipeline. Idempotent."""
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
+        merge_update,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

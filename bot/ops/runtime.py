@@ -3,7 +3,7 @@
 Both are measured, not folklore (benchmarks/bot_throughput.py runs under the same settings):
 
 * **uvloop** (aiogram's recommendation for production) roughly halves the event loop's own
-  cost per wake-up; a warm update is two Redis round trips plus a Telegram request, so the
+  cost per wake-up; a warm update is one Redis round trip plus a Telegram request, so the
   loop's overhead is a large share of it.
 * **The cyclic GC.** Every update allocates a few dozen short-lived pydantic objects (the
   Update, the Message Telegram returns, their chats and photo sizes). With CPython's default

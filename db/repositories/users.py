@@ -222,15 +222,24 @@ def _profile_changed(data: UserData, profile: dict[str, Any]) -> bool:
 class UserRepository:
     """Users of the bot. Methods never commit: the caller's unit of work does.
 
-    ``session`` is the update's unit-of-work session (writes); reads through the cache load
-    with their own short sessions from ``ctx.session_factory``.
+    ``session`` is the update's unit-of-work session (writes), or a function returning it:
+    then it is asked for only when a method writes or queries, so a warm update (the user
+    read from Redis) never creates one. Reads through the cache load with their own short
+    sessions from ``ctx.session_factory``.
     """
 
-    __slots__ = ("_ctx", "_session")
+    __slots__ = ("_ctx", "_session_source")
 
-    def __init__(self, session: AsyncSession, ctx: DataContext) -> None:
-        self._session = session
+    def __init__(
+        self, session: AsyncSession | Callable[[], AsyncSession], ctx: DataContext
+    ) -> None:
+        self._session_source = session
         self._ctx = ctx
+
+    @property
+    def _session(self) -> AsyncSession:
+        source = self._session_source
+        return source if isinstance(source, AsyncSession) else source()
 
     # ------------------------------------------------------------------ keys and loaders
 
@@ -279,6 +288,7 @@ class UserRepository:
         *,
         seen_at: float | None = None,
         also: Sequence[SideCommand] = (),
+        stamp_last_seen: bool = True,
     ) -> tuple[UserData, bool]:
         """The user behind an update, created on first contact; ``(user, created)``.
 
@@ -295,11 +305,14 @@ class UserRepository:
         pipeline as the GET, after the last-seen HSET; each command's ``on_result`` gets its
         reply and its ``fallback`` runs when it could not be sent, as for any side command.
         They are sent exactly once, on the cold path too (the upsert adds no Redis trip).
+
+        ``stamp_last_seen=False``: the caller knows it stamped this user very recently (the
+        bot re-stamps a person at most once a minute), so no last-seen HSET is sent.
         """
-        stamp = time.time() if seen_at is None else seen_at
-        data = await self._cached(
-            tg_user.id, also=(self.last_seen_command(tg_user.id, stamp), *also)
-        )
+        if stamp_last_seen:
+            stamp = time.time() if seen_at is None else seen_at
+            also = (self.last_seen_command(tg_user.id, stamp), *also)
+        data = await self._cached(tg_user.id, also=also)
         profile = _profile(tg_user)
         if data is not None and not _profile_changed(data, profile):
             return data, False

@@ -6,7 +6,14 @@ import logging
 import pytest
 import structlog
 
-from bot.ops.logs import bind_context, clear_context, configure_logging, mask_secrets_in_text
+from bot.ops.logs import (
+    bind_context,
+    bind_update,
+    clear_context,
+    configure_logging,
+    mask_secrets_in_text,
+    reset_update,
+)
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 
@@ -33,6 +40,29 @@ def test_json_lines_with_context_and_stdlib_routed(capsys: pytest.CaptureFixture
     text = json.dumps(lines)
     assert TOKEN not in text
     assert TOKEN.split(":")[1] not in text
+
+
+def test_update_ids_on_every_line_while_bound(capsys: pytest.CaptureFixture[str]) -> None:
+    """What the context middleware binds per update: structlog and stdlib lines carry the ids,
+    and nothing does once the update is over."""
+    configure_logging("INFO", "json")
+    token = bind_update(11, None)
+    inner = bind_update(12, 34)
+    try:
+        structlog.get_logger("t").info("inner")
+        logging.getLogger("aiogram.dispatcher").warning("inner stdlib")
+    finally:
+        reset_update(inner)
+    structlog.get_logger("t").info("outer", user_id=99)  # an explicit value wins
+    reset_update(token)
+    structlog.get_logger("t").info("after")
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line]
+    assert [(x.get("update_id"), x.get("user_id")) for x in lines] == [
+        (12, 34),
+        (12, 34),
+        (11, 99),
+        (None, None),
+    ]
 
 
 def test_exception_tracebacks_are_masked(capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,8 +2,14 @@
 
 The warm path of /today is the bot's hottest path, so its reads are batched: the horoscope
 text, the sign picture's file_id and the view counter (HINCRBY) go to Redis as ONE pipeline
-(`CacheAside.load_many` = MGET + side commands). With the user lookup done by the middleware,
-a warm /today costs two Redis round trips and no SQL.
+(`CacheAside.load_many` = MGET + side commands). And when the person was seen lately by this
+process, that pipeline is not even a trip of its own: the user middleware knows (from a
+bounded in-process hint, ``UserHints``) which sign, language and zone the person had, and
+sends the MGET and the HINCRBY along the user lookup (``HoroscopeService.prefetch``, cache/
+prefetch.py). The hint is only a guess: the authoritative user arrives in that same round
+trip, and when it says otherwise (or a key missed) the prefetched reply is not used, its view
+is taken back and the ordinary read runs. A warm /today then costs ONE Redis round trip and no
+SQL.
 
 Only requests of a person count as views (`count_view=True` here); the push and precompute
 jobs read through the repository with `count_view=False`. And only a horoscope that reached the
@@ -16,7 +22,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import structlog
 from aiogram import Bot
@@ -31,14 +37,15 @@ from bot.telegram.api import is_harmless, is_not_modified, with_retry
 from bot.telegram.callbacks import Day
 from bot.telegram.keyboards import horoscope_keyboard
 from bot.telegram.texts import choose_lang, horoscope_parts, texts
-from cache import CacheAside, Load
+from cache import CacheAside, Load, SideCommand
+from cache.prefetch import Prefetch, Reads, mget
 from db.repositories.context import DataContext
 from db.repositories.horoscopes import HoroscopeRepository
 from db.repositories.values import FileRef, HoroscopeData, UserData
 from db.repositories.views import HoroscopeViewRepository, ViewTicket
 from db.types import HoroscopeGenerator, Lang, Sign
 
-__all__ = ["HoroscopeService", "Prepared", "sign_asset"]
+__all__ = ["HoroscopeService", "Prefetched", "Prepared", "UserHints", "sign_asset"]
 
 log = structlog.get_logger(__name__)
 
@@ -82,6 +89,89 @@ class Prepared:
         return sign_asset(self.sign)
 
 
+#: Users whose hint this process keeps (a few dozen bytes each): the recently active ones.
+HINTS_MAX: Final = 65_536
+
+#: Prefetch key sets kept (see HoroscopeService._reads).
+_READS_MAX: Final = 512
+
+#: What the hint remembers of a user: the sign (None: not chosen), the language it is shown
+#: in, the zone name, and when this process last sent the user's last-seen stamp (epoch s).
+Hint = tuple[Sign | None, Lang, str | None, float]
+
+
+class UserHints:
+    """user id -> (sign, language, zone, stamped) of the people seen lately, least recently
+    used out.
+
+    A hint, never the truth: it only chooses which keys ride along the user lookup; the user
+    read in that same round trip decides whether they are used. ``stamped`` spares the
+    last-seen HSET of a person seen again within LAST_SEEN_EVERY (bot/telegram/middlewares/
+    user.py).
+    """
+
+    __slots__ = ("_hints", "maxsize")
+
+    def __init__(self, maxsize: int = HINTS_MAX) -> None:
+        self._hints: dict[int, Hint] = {}
+        self.maxsize = maxsize
+
+    def __len__(self) -> int:
+        return len(self._hints)
+
+    def get(self, user_id: int) -> Hint | None:
+        return self._hints.get(user_id)
+
+    def note(self, user_id: int, hint: Hint | None) -> None:
+        """Remember (or, with None, forget) a user's hint, as the most recently used."""
+        hints = self._hints
+        old = hints.pop(user_id, None)
+        if hint is None:
+            return
+        hints[user_id] = hint
+        if old is None and len(hints) > self.maxsize:
+            del hints[next(iter(hints))]
+
+
+class Prefetched:
+    """The reads of one horoscope sent along the user lookup, on a hint; see ``prefetch``.
+
+    ``commands`` go into the user lookup's pipeline: the MGET of the text and the file_id, and
+    the view's HINCRBY. ``consumed`` is set when ``HoroscopeService.prepare`` took the view
+    over (it then owns it: a failed send takes it back); a prefetch nobody consumed (the hint
+    was wrong, the update was throttled or went to another handler) must be ``discard``ed,
+    which takes its view back.
+    """
+
+    __slots__ = ("bot_id", "consumed", "date", "day", "lang", "reads", "sign", "view", "zone")
+
+    def __init__(
+        self,
+        *,
+        bot_id: int,
+        sign: Sign,
+        date: dt.date,
+        day: Day,
+        lang: Lang,
+        reads: Prefetch,
+        view: ViewTicket,
+        zone: str | None,
+    ) -> None:
+        self.zone = zone
+        self.bot_id = bot_id
+        self.sign = sign
+        self.date = date
+        self.day = day
+        self.lang = lang
+        self.reads = reads
+        self.view = view
+        self.consumed = False
+
+    @property
+    def commands(self) -> tuple[SideCommand, ...]:
+        return (self.reads.command, self.view.command)
+
+
 class HoroscopeService:
     def __init__(
         self,
@@ -104,6 +194,11 @@ class HoroscopeService:
         self.images = images
         self.file_ids = file_ids
         self.clock = clock
+        #: sign, language and zone of the people seen lately (see ``prefetch``)
+        self.hints = UserHints()
+        #: (sign, date, lang, bot id) -> what its prefetch reads, and the MGET (a few days'
+        #: worth: 12 signs x languages x today/tomorrow per day; cleared when it grows)
+        self._reads: dict[tuple[Sign, dt.date, Lang, int], tuple[Reads, tuple[Any, ...]]] = {}
 
     # ------------------------------------------------------------------ dates and language
 
@@ -122,21 +217,97 @@ class HoroscopeService:
         today = self.today(user)
         return today if day is Day.TODAY else today + dt.timedelta(days=1)
 
+    # ------------------------------------------------------------------ hints
+
+    def note_user(self, user: UserData, stamped: float) -> None:
+        """Remember what the next /today of ``user`` will most likely read, and when its
+        last-seen stamp was last sent (``stamped``, epoch seconds)."""
+        self.hints.note(user.id, (user.zodiac_sign, self.lang_for(user), user.timezone, stamped))
+
+    def prefetch(self, bot_id: int, user_id: int, day: Day) -> Prefetched | None:
+        """The reads (and the view) of ``day``'s horoscope for ``user_id`` as the hint has it,
+        to send along the user lookup; None without a hint. Only for a person's request: the
+        view is counted in that round trip (and taken back if the prefetch is not used)."""
+        hint = self.hints.get(user_id)
+        if hint is None:
+            return None
+        sign, lang, zone, _ = hint
+        if sign is None:
+            return None
+        today = local_date(self.clock(), zone, self.settings.bot_timezone)
+        date = today if day is Day.TODAY else today + dt.timedelta(days=1)
+        spec = (sign, date, lang, bot_id)
+        known = self._reads.get(spec)
+        if known is None:
+            if len(self._reads) >= _READS_MAX:
+                self._reads.clear()
+            text = self.repo.load_spec(sign, date, lang)
+            file_id = self.file_ids.load_spec(bot_id, sign_asset(sign))
+            pairs: Reads = ((text.key, text.codec), (file_id.key, file_id.codec))
+            known = self._reads[spec] = (pairs, mget(pairs))
+        reads = Prefetch(self.cache, known[0], known[1])
+        return Prefetched(
+            bot_id=bot_id,
+            sign=sign,
+            date=date,
+            day=day,
+            lang=lang,
+            reads=reads,
+            view=self.views.ticket(sign, date),
+            zone=zone,
+        )
+
+    async def discard(self, prefetched: Prefetched) -> None:
+        """A prefetch that was not used: its view was never shown, take it back."""
+        if not prefetched.consumed:
+            prefetched.consumed = True
+            await self.views.take_back(prefetched.view)
+
     # ------------------------------------------------------------------ reads
 
     async def prepare(
-        self, bot_id: int, user: UserData, sign: Sign, day: Day, *, count_view: bool
+        self,
+        bot_id: int,
+        user: UserData,
+        sign: Sign,
+        day: Day,
+        *,
+        count_view: bool,
+        prefetched: Prefetched | None = None,
     ) -> Prepared:
-        """Text + file_id (+ the view) in one pipeline; generation only on a cold miss."""
+        """Text + file_id (+ the view) in one pipeline; generation only on a cold miss.
+
+        ``prefetched``: the same reads already sent along the user lookup. Used when it read
+        exactly this (sign, date, language, bot) and every key hit; its view is kept when it
+        counted this (sign, date), taken back otherwise.
+        """
         lang = self.lang_for(user)
-        date = self.date_for(user, day)
-        loads: list[Load[Any]] = [
-            self.repo.load_spec(sign, date, lang),
-            self.file_ids.load_spec(bot_id, sign_asset(sign)),
-        ]
-        view = self.views.ticket(sign, date) if count_view else None
-        also = [view.command] if view is not None else []
-        horoscope, ref = await self.cache.load_many(loads, also=also)
+        if prefetched is not None and prefetched.day is day and prefetched.zone == user.timezone:
+            date = prefetched.date  # "today" in this zone, taken a moment ago for this request
+        else:
+            date = self.date_for(user, day)
+        view: ViewTicket | None = None
+        got: list[Any] | None = None
+        if prefetched is not None and not prefetched.consumed:
+            if prefetched.sign is sign and prefetched.date == date and count_view:
+                prefetched.consumed = True
+                view = prefetched.view
+                if prefetched.lang is lang and prefetched.bot_id == bot_id:
+                    got = prefetched.reads.values()
+            else:
+                await self.discard(prefetched)
+        if got is not None:
+            horoscope, ref = got
+        else:
+            loads: list[Load[Any]] = [
+                self.repo.load_spec(sign, date, lang),
+                self.file_ids.load_spec(bot_id, sign_asset(sign)),
+            ]
+            also: list[SideCommand] = []
+            if count_view and view is None:
+                view = self.views.ticket(sign, date)
+                also.append(view.command)
+            horoscope, ref = await self.cache.load_many(loads, also=also)
         if not isinstance(horoscope, HoroscopeData):  # a foreign NOT_FOUND: load directly
             horoscope = await self.repo.get_or_generate(sign, date, lang)
         t = texts(lang)
@@ -169,11 +340,19 @@ class HoroscopeService:
     # ------------------------------------------------------------------ sending
 
     async def send(
-        self, bot: Bot, chat_id: int, user: UserData, sign: Sign, day: Day = Day.TODAY
+        self,
+        bot: Bot,
+        chat_id: int,
+        user: UserData,
+        sign: Sign,
+        day: Day = Day.TODAY,
+        *,
+        prefetched: Prefetched | None = None,
     ) -> SentPhoto:
         """A new message: the sign's picture with the horoscope (and the text after it when it
-        does not fit a caption). Counts a view: only people call this."""
-        p = await self.prepare(bot.id, user, sign, day, count_view=True)
+        does not fit a caption). Counts a view: only people call this. ``prefetched``: the
+        reads the user middleware sent along the user lookup (see ``prefetch``)."""
+        p = await self.prepare(bot.id, user, sign, day, count_view=True, prefetched=prefetched)
         return await self.send_prepared(bot, chat_id, p)
 
     async def send_prepared(self, bot: Bot, chat_id: int, p: Prepared) -> SentPhoto:

@@ -29,6 +29,7 @@ from db.repositories import Repositories, UserData
 from db.types import Lang, Sign
 
 if TYPE_CHECKING:
+    from bot.domain.services.horoscope import Prefetched
     from bot.telegram.context import AppContext
     from bot.telegram.middlewares.uow import UnitOfWork
 
@@ -39,7 +40,14 @@ log = structlog.get_logger(__name__)
 router = RouterFactory("horoscope")
 
 
-async def _show(message: Message, bot: Bot, app: AppContext, user: UserData, day: Day) -> None:
+async def _show(
+    message: Message,
+    bot: Bot,
+    app: AppContext,
+    user: UserData,
+    day: Day,
+    prefetched: Prefetched | None,
+) -> None:
     if user.zodiac_sign is None:
         lang = app.horoscopes.lang_for(user)
         t = texts(lang)
@@ -47,17 +55,33 @@ async def _show(message: Message, bot: Bot, app: AppContext, user: UserData, day
             lambda: message.answer(t.need_sign, reply_markup=sign_keyboard(lang)), what="need_sign"
         )
         return
-    await app.horoscopes.send(bot, message.chat.id, user, user.zodiac_sign, day)
+    await app.horoscopes.send(
+        bot, message.chat.id, user, user.zodiac_sign, day, prefetched=prefetched
+    )
 
 
+# ``prefetched``: the horoscope's reads sent along the user lookup (bot/telegram/middlewares/
+# user.py); used only when they match what is shown here.
 @router.message(Command("today", ignore_case=True))
-async def today(message: Message, bot: Bot, app: AppContext, user: UserData) -> None:
-    await _show(message, bot, app, user, Day.TODAY)
+async def today(
+    message: Message,
+    bot: Bot,
+    app: AppContext,
+    user: UserData,
+    prefetched: Prefetched | None = None,
+) -> None:
+    await _show(message, bot, app, user, Day.TODAY, prefetched)
 
 
 @router.message(Command("tomorrow", ignore_case=True))
-async def tomorrow(message: Message, bot: Bot, app: AppContext, user: UserData) -> None:
-    await _show(message, bot, app, user, Day.TOMORROW)
+async def tomorrow(
+    message: Message,
+    bot: Bot,
+    app: AppContext,
+    user: UserData,
+    prefetched: Prefetched | None = None,
+) -> None:
+    await _show(message, bot, app, user, Day.TOMORROW, prefetched)
 
 
 @router.message(F.text.func(lambda text: parse_sign(text) is not None))

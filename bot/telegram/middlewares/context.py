@@ -1,10 +1,10 @@
 """Per-update logging context and metrics.
 
-Binds ``update_id`` and ``user_id`` to structlog's contextvars for everything logged while the
-update is handled (repositories, cache, aiogram) and clears them afterwards, so a line from the
-next update never carries the previous one's ids. Counts ``bot_updates_total{type,outcome}``
-(once per update; an exception's outcome is ``bot.telegram.api.outcome_of``) and observes
-``bot_handler_seconds{type}``.
+Binds ``update_id`` and ``user_id`` (one ContextVar, bot/ops/logs.py ``bind_update``) for
+everything logged while the update is handled (repositories, cache, aiogram) and resets it
+afterwards, so a line from the next update never carries the previous one's ids. Counts
+``bot_updates_total{type,outcome}`` (once per update; an exception's outcome is
+``bot.telegram.api.outcome_of``) and observes ``bot_handler_seconds{type}``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from aiogram import BaseMiddleware
 from aiogram.dispatcher.event.bases import UNHANDLED
 from aiogram.types import TelegramObject, Update, User
 
-from bot.ops.logs import bind_context, clear_context
+from bot.ops.logs import bind_update, reset_update
 from bot.ops.metrics import HANDLER_SECONDS, UPDATES
 from bot.telegram.api import outcome_of
 
@@ -74,7 +74,7 @@ class ContextMiddleware(BaseMiddleware):
             return await handler(event, data)
         kind = event.event_type
         user: User | None = data.get("event_from_user")
-        bind_context(update_id=event.update_id, user_id=user.id if user else None)
+        logged = bind_update(event.update_id, user.id if user else None)
         outcome = _Outcome()
         data[OUTCOME_KEY] = outcome
         task = asyncio.current_task() if self.inflight is not None else None
@@ -94,7 +94,7 @@ class ContextMiddleware(BaseMiddleware):
             return result
         finally:
             _observe_seconds(kind, time.perf_counter() - start)
-            clear_context("update_id", "user_id")
+            reset_update(logged)
             if task is not None and self.inflight is not None:
                 self.inflight.discard(task)
 

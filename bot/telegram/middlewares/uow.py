@@ -1,7 +1,8 @@
 """One database unit of work per update (seed 003), lazy so a warm update never touches it.
 
-The AsyncSession is created per update but runs no SQL and checks out no connection until a
-repository uses it; an update answered from Redis therefore costs the pool nothing. At the end:
+The AsyncSession is created on first use (a repository that writes asks the unit of work for
+it): an update answered from Redis builds no session, runs no SQL and checks out no connection,
+so it costs the pool nothing. At the end:
 commit when the session actually began a transaction, rollback on error, and only after a
 successful commit delete the cache entries the transaction made stale (db/unit_of_work.py's
 ``commit``, the one piece every writer uses): deleting before the commit would let a
@@ -19,37 +20,96 @@ one while waiting for a shared load (which needs a connection of its own) would 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from aiogram import BaseMiddleware
 from aiogram.types import TelegramObject
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.guard import update_scope
-from db.repositories import Repositories
+from db.repositories import (
+    DataContext,
+    ImageAssetRepository,
+    Repositories,
+    UserRepository,
+)
+from db.types import HoroscopeGenerator
 from db.unit_of_work import commit
 
 if TYPE_CHECKING:
     from bot.telegram.context import AppContext
 
-__all__ = ["UnitOfWork", "UnitOfWorkMiddleware"]
+__all__ = ["UnitOfWork", "UnitOfWorkMiddleware", "UnitRepositories"]
 
 
 class UnitOfWork:
-    """The update's session plus "commit now" for handlers (``uow`` in handler kwargs)."""
+    """The update's session, created on first use, plus "commit now" for handlers (``uow`` in
+    handler kwargs)."""
 
-    __slots__ = ("session",)
+    __slots__ = ("_factory", "_session")
 
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+    def __init__(self, factory: async_sessionmaker[AsyncSession]) -> None:
+        self._factory = factory
+        self._session: AsyncSession | None = None
+
+    @property
+    def session(self) -> AsyncSession:
+        """The update's session (created now if nothing asked for it yet)."""
+        session = self._session
+        if session is None:
+            session = self._session = self._factory()
+        return session
+
+    def get_session(self) -> AsyncSession:
+        return self.session
+
+    @property
+    def started(self) -> bool:
+        """Whether anything asked for the session (a warm update never does)."""
+        return self._session is not None
 
     async def commit(self) -> None:
         """Commit what was written so far (if anything), then drop the stale cache entries."""
-        await commit(self.session)
+        if self._session is not None:
+            await commit(self._session)
 
     async def rollback(self) -> None:
-        if self.session.in_transaction():
-            await self.session.rollback()
+        session = self._session
+        if session is not None and session.in_transaction():
+            await session.rollback()
+
+    async def close(self) -> None:
+        session = self._session
+        if session is not None and _holds_anything(session):
+            await session.close()
+
+
+class UnitRepositories(Repositories):
+    """The repositories of one update, on its unit of work: the session is created only when
+    a repository writes (reads go through the cache and open their own short sessions)."""
+
+    def __init__(self, uow: UnitOfWork, ctx: DataContext, generator: HoroscopeGenerator) -> None:
+        # No session handed over: ``session`` below asks the unit of work when someone needs it.
+        self._uow = uow
+        self.ctx = ctx
+        self._generator = generator
+
+    @property
+    def session(self) -> AsyncSession:
+        return self._uow.session
+
+    @session.setter
+    def session(self, value: AsyncSession) -> None:
+        raise AttributeError("the unit of work owns the session")
+
+    @cached_property
+    def users(self) -> UserRepository:
+        return UserRepository(self._uow.get_session, self.ctx)
+
+    @cached_property
+    def images(self) -> ImageAssetRepository:
+        return ImageAssetRepository(self._uow.session, self.ctx)
 
 
 class UnitOfWorkMiddleware(BaseMiddleware):
@@ -63,11 +123,9 @@ class UnitOfWorkMiddleware(BaseMiddleware):
         data: dict[str, Any],
     ) -> Any:
         app = self.app
-        session = app.session_factory()
-        uow = UnitOfWork(session)
-        data["session"] = session
+        uow = UnitOfWork(app.session_factory)
         data["uow"] = uow
-        data["repos"] = Repositories(session, app.data, app.generator)
+        data["repos"] = UnitRepositories(uow, app.data, app.generator)
         with update_scope():
             try:
                 result = await handler(event, data)
@@ -77,12 +135,11 @@ class UnitOfWorkMiddleware(BaseMiddleware):
                 await uow.rollback()
                 raise
             finally:
-                if _holds_anything(session):
-                    await session.close()
+                await uow.close()
 
 
 def _holds_anything(session: AsyncSession) -> bool:
     """Whether ``close()`` has something to release: a transaction (hence a connection) or
-    objects to expunge. A warm update never touched its session; closing it anyway costs a
-    greenlet switch for nothing (~30 µs of the hot path)."""
+    objects to expunge. A session that only read (or was only asked for) has nothing to
+    release; closing it anyway costs a greenlet switch for nothing (~30 µs)."""
     return session.in_transaction() or bool(session.identity_map) or bool(session.new)
