@@ -18,7 +18,7 @@ import structlog
 from structlog.types import EventDict, Processor
 
 # <bot id>:<35 chars>, also inside URLs like /bot123:AA.../getMe; OpenAI-style sk-... keys.
-_TOKEN_RE = re.compile(r"(?<!\d)(\d{5,16}):[A-Za-z0-9_-]{30,}")
+_TOKEN_RE = re.compile(r"(?<!\d)(\d{5,16}):[A-Za-z0-9_-]{20,}")
 _APIKEY_RE = re.compile(r"\bsk-[A-Za-z0-9_-]{16,}")
 _SECRET_KEYS = frozenset(
     {"token", "bot_token", "api_key", "llm_api_key", "password", "authorization"}
@@ -98,8 +98,12 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     ]
     renderer: Processor
     if fmt == "console":
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-        final: list[Processor] = [_mask_rendered, renderer]
+        # Plain tracebacks, rendered to text before masking: rich's pretty tracebacks show
+        # local variables (a token, a Bot API URL) after every processor has run.
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
+        final: list[Processor] = [structlog.processors.format_exc_info, _mask_rendered, renderer]
     else:
         final = [
             structlog.processors.format_exc_info,

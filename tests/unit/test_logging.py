@@ -73,3 +73,24 @@ def test_exception_tracebacks_are_masked(capsys: pytest.CaptureFixture[str]) -> 
         structlog.get_logger("t").exception("crashed")
     err = capsys.readouterr().err
     assert "crashed" in err and TOKEN not in err
+
+
+def test_console_tracebacks_never_show_a_token(capsys: pytest.CaptureFixture[str]) -> None:
+    """LOG_FORMAT=console: a traceback is rendered to plain text before masking (rich's pretty
+    tracebacks would print local variables, a token or a Bot API URL among them, unmasked)."""
+    configure_logging("INFO", "console")
+    try:
+
+        def call_api() -> None:
+            url = f"https://api.telegram.org/bot{TOKEN}/getMe"
+            raise RuntimeError(f"failed: {url}")
+
+        try:
+            call_api()
+        except RuntimeError:
+            structlog.get_logger("t").exception("call_failed", token=TOKEN)
+    finally:
+        configure_logging("INFO", "json")
+    err = capsys.readouterr().err
+    assert "call_failed" in err and "RuntimeError" in err
+    assert TOKEN.split(":")[1] not in err
