@@ -93,10 +93,11 @@ class Settings(BaseSettings):
     webhook_dedupe_ttl: int = Field(3600, ge=60, le=7 * 86_400)
 
     # Stores
-    database_url: str | None = None
+    # repr=False: a password may be embedded in either URL
+    database_url: str | None = Field(None, repr=False)
     postgres_password: SecretStr | None = None
     postgres_password_file: Path | None = None
-    redis_url: str | None = None
+    redis_url: str | None = Field(None, repr=False)
     db_pool_size: int = Field(5, ge=1, le=100)
     db_max_overflow: int = Field(10, ge=0, le=200)
     db_pool_recycle: int = Field(3600, ge=30)

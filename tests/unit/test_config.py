@@ -183,3 +183,11 @@ def test_paid_broadcasts_allow_up_to_1000_per_second() -> None:
     assert load_settings().push_rate_per_second == 25
     s = load_settings(push_rate_per_second=1000, push_paid_broadcast=True)
     assert s.push_rate_per_second == 1000 and s.push_paid_broadcast
+
+
+def test_store_url_passwords_never_in_repr() -> None:
+    s = Settings(
+        database_url="postgresql+asyncpg://bot:pg-s3cret@db:5432/horo",
+        redis_url="redis://:redis-s3cret@cache:6379/0",
+    )
+    assert "pg-s3cret" not in repr(s) and "redis-s3cret" not in repr(s)

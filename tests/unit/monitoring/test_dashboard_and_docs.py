@@ -70,3 +70,18 @@ def test_dashboard_and_alerts_name_only_exported_metrics() -> None:
     for expr in exprs:
         assert expr.count("(") == expr.count(")"), expr
         assert expr.count("{") == expr.count("}"), expr
+
+
+def test_readme_documents_every_setting() -> None:
+    """Every field of Settings is an environment variable a person may need: the README's
+    configuration table names each one (``X_FILE`` may be written as ``X(_FILE)``)."""
+    from bot.config import Settings
+
+    readme = (DOCS.parent / "README.md").read_text(encoding="utf-8")
+    missing = []
+    for name in Settings.model_fields:
+        env = name.upper()
+        forms = (f"`{env}`", f"`{env} ", f", {env}`", f"{env.removesuffix('_FILE')}(_FILE)")
+        if not any(form in readme for form in forms):
+            missing.append(env)
+    assert not missing, f"README's configuration table lacks {missing}"
