@@ -186,7 +186,7 @@ def test_paid_broadcasts_allow_up_to_1000_per_second() -> None:
 
 
 def test_store_url_passwords_never_in_repr() -> None:
-    s = Settings(
+    s = load_settings(
         database_url="postgresql+asyncpg://bot:pg-s3cret@db:5432/horo",
         redis_url="redis://:redis-s3cret@cache:6379/0",
     )
