@@ -80,3 +80,64 @@ async def test_a_press_from_a_user_who_blocked_the_bot(harness: Harness) -> None
     assert _updates("callback_query", "blocked") == blocked + 1
     assert _updates("callback_query", "error") == errors
     assert h.errors == 0
+
+
+async def test_updates_without_a_person_are_skipped_not_errors(harness: Harness) -> None:
+    """A group message from an anonymous admin (sender_chat, no from) and a message or button
+    press from another bot: handlers that read for a person never run, nothing is an error,
+    the press is still answered."""
+    h, srv = harness, harness.server
+    ignored = _updates("message", "ignored")
+    group = {"id": -100777, "type": "supergroup", "title": "g"}
+    srv.send_raw_update(
+        {
+            "message": {
+                "message_id": 1,
+                "date": 0,
+                "chat": group,
+                "sender_chat": group,
+                "text": "/today",
+            }
+        }
+    )
+    robot = {"id": 4242, "is_bot": True, "first_name": "robot"}
+    srv.send_raw_update(
+        {"message": {"message_id": 2, "date": 0, "chat": group, "from": robot, "text": "/settings"}}
+    )
+    srv.send_raw_update(
+        {
+            "callback_query": {
+                "id": "cb-robot",
+                "from": robot,
+                "chat_instance": "x",
+                "data": DayCB(day=Day.TODAY, sign=Sign.LEO).pack(),
+                "message": {"message_id": 3, "date": 0, "chat": group, "text": "old"},
+            }
+        }
+    )
+    await h.done()
+    assert h.errors == 0
+    assert _updates("message", "ignored") == ignored + 2
+    assert [c for c in srv.calls_to("answerCallbackQuery")]  # the spinner stops
+    assert not srv.calls_to("sendMessage") and not srv.calls_to("sendPhoto")
+
+
+async def test_an_inline_query_is_answered_even_when_its_handler_fails(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever goes wrong while building the results, the query gets an (empty, uncached)
+    answer instead of spinning until Telegram gives up."""
+    h, srv = harness, harness.server
+    srv.user(ANN, language_code="en")
+    await h.say(ANN, "/start leo")
+
+    async def broken(*_a: object, **_k: object) -> None:
+        raise RuntimeError("simulated bug while building inline results")
+
+    monkeypatch.setattr(h.app.cache, "load_many", broken)
+    qid = srv.inline_query(ANN, "leo")
+    await h.done()
+    assert srv.inline_queries[qid]["answered"]
+    answer = srv.inline_answers[-1]
+    assert answer["inline_query_id"] == qid and answer["results"] == []
+    assert h.errors == 1  # a bug is still an error: logged and counted

@@ -110,5 +110,10 @@ async def _apologise(bot: Bot, update: Update, text: str) -> None:
             await bot.answer_callback_query(update.callback_query.id, text=text)
         elif update.message is not None:
             await bot.send_message(update.message.chat.id, text)
+        elif update.inline_query is not None:
+            # Never leave a query spinning: no results, not cached, so a retry asks again.
+            await bot.answer_inline_query(
+                update.inline_query.id, results=[], cache_time=0, is_personal=True
+            )
     except Exception as err:  # saying sorry must not raise a second error
         log.info("error_notice_failed", error=repr(err))

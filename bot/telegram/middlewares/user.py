@@ -21,6 +21,7 @@ results (a view that must be counted) and chat-member changes are never throttle
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
@@ -82,6 +83,17 @@ class UserMiddleware(BaseMiddleware):
             data["user"] = None
             data["lang"] = self.app.horoscopes.lang_for(None)
             data["t"] = texts(data["lang"])
+            kind = event.event_type if isinstance(event, Update) else ""
+            if repos is not None and kind in THROTTLED_TYPES:
+                # No person to read for (an anonymous admin or a channel writing in a group,
+                # another bot): the handlers of messages and buttons need one. A press is
+                # still answered so the client stops its spinner.
+                set_outcome(data, "ignored")
+                log.info("update_without_person", type=kind)
+                if isinstance(event, Update) and event.callback_query is not None:
+                    with contextlib.suppress(Exception):
+                        await event.callback_query.answer()
+                return None
             return await handler(event, data)
         app = self.app
         horoscopes = app.horoscopes
