@@ -56,11 +56,6 @@ class TokenBucket:
             self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
             self._stamp = now
 
-    @property
-    def paused_for(self) -> float:
-        """Seconds left of the current pause (0 when not paused)."""
-        return max(0.0, self._paused_until - self._clock())
-
     def pause(self, seconds: float) -> None:
         """Stop granting for ``seconds`` (a RetryAfter), and forget saved-up tokens.
 

@@ -61,7 +61,6 @@ class Texts:
     btn_change_sign: str
     btn_push_on: str
     btn_push_off: str
-    btn_settings: str
     btn_back: str
     btn_timezone: str
     need_sign: str
@@ -87,9 +86,7 @@ class Texts:
     #: Postgres is unavailable (down, hung, overloaded): nothing the person did wrong
     try_again_later: str
     inline_article_title: str
-    inline_no_match: str
     months: tuple[str, ...]
-    stats_title: str
 
 
 RU = Texts(
@@ -110,7 +107,6 @@ RU = Texts(
     btn_change_sign="🔄 Сменить знак",
     btn_push_on="🔔 Рассылка: вкл",
     btn_push_off="🔕 Рассылка: выкл",
-    btn_settings="⚙️ Настройки",
     btn_back="← Назад",
     btn_timezone="🌍 Часовой пояс",
     need_sign="Сначала выберите знак зодиака:",
@@ -158,7 +154,6 @@ RU = Texts(
     try_again_later="Сейчас я не могу это сделать: у меня технические неполадки. "
     "Попробуйте через минуту.",
     inline_article_title="{sign} — гороскоп на сегодня",
-    inline_no_match="Нет такого знака",
     months=(
         "января",
         "февраля",
@@ -173,7 +168,6 @@ RU = Texts(
         "ноября",
         "декабря",
     ),
-    stats_title="Статистика за {date}",
 )
 
 EN = Texts(
@@ -194,7 +188,6 @@ EN = Texts(
     btn_change_sign="🔄 Change sign",
     btn_push_on="🔔 Daily push: on",
     btn_push_off="🔕 Daily push: off",
-    btn_settings="⚙️ Settings",
     btn_back="← Back",
     btn_timezone="🌍 Time zone",
     need_sign="Pick your zodiac sign first:",
@@ -242,7 +235,6 @@ EN = Texts(
     try_again_later="I can't do that right now: I'm having technical trouble. "
     "Please try again in a minute.",
     inline_article_title="{sign} — today's horoscope",
-    inline_no_match="No such sign",
     months=(
         "January",
         "February",
@@ -257,7 +249,6 @@ EN = Texts(
         "November",
         "December",
     ),
-    stats_title="Statistics for {date}",
 )
 
 TEXTS: dict[Lang, Texts] = {Lang.RU: RU, Lang.EN: EN}
