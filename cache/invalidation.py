@@ -65,6 +65,8 @@ class _Invalidator(Protocol):
 
     async def invalidate(self, *keys: str) -> None: ...
 
+    def lock_key(self, key: str) -> str: ...
+
     def _track(self, task: asyncio.Task[Any]) -> None: ...
 
 
@@ -182,7 +184,7 @@ async def deliver(cache: _Invalidator, keys: Sequence[str]) -> bool:
         return True  # no cache: nothing can be stale
     if cache.breaker.is_open:
         return False
-    names = [*keys, *(k + ":lock" for k in keys)]
+    names = [*keys, *(cache.lock_key(k) for k in keys)]
     try:
         async with asyncio.timeout(cache.op_timeout):
             await redis.delete(*names)
