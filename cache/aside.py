@@ -38,7 +38,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from cache.breaker import CircuitBreaker
@@ -68,9 +68,17 @@ V = TypeVar("V")
 Ttl = float | Callable[[Any], float]
 
 #: Errors that mean "Redis is unavailable right now" and trip the breaker.
-_UNAVAILABLE: Final = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
+#: (A cluster client raises RedisClusterException, which is no RedisError, when no node
+#: answers at all or a slot has no node: unavailable too.)
+_UNAVAILABLE: Final = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    RedisClusterException,
+    OSError,
+    TimeoutError,
+)
 #: Everything Redis (or the network) can throw at us; never reaches the caller.
-_REDIS_ERRORS: Final = (RedisError, OSError, TimeoutError)
+_REDIS_ERRORS: Final = (RedisError, RedisClusterException, OSError, TimeoutError)
 
 # Write the value only while we still hold the lock, release it, wake the waiters. Publishing
 # happens even when the write is dropped so that waiters fall back at once instead of after

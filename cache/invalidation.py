@@ -34,7 +34,7 @@ from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from sqlalchemy import event
 
 if TYPE_CHECKING:
@@ -188,7 +188,7 @@ async def deliver(cache: _Invalidator, keys: Sequence[str]) -> bool:
     try:
         async with asyncio.timeout(cache.op_timeout):
             await redis.delete(*names)
-    except (RedisError, OSError, TimeoutError) as exc:
+    except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
         log.debug("invalidation not delivered: %r", exc)
         return False
     return True

@@ -38,7 +38,14 @@ from typing import Any, Final, cast
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import AskError, ClusterDownError, MovedError, RedisError, TryAgainError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    RedisClusterException,
+    RedisError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from cache.pipelining import NotSentError, PipelineBatcher
@@ -181,9 +188,13 @@ class ClusterBatcher:
         if cluster._initialize:
             try:
                 await cluster.initialize()
-            except RedisError as exc:
+            except (RedisError, RedisClusterException, OSError) as exc:
                 raise NotSentError(f"no cluster topology: {exc!r}") from exc
-        parts, splits = self._route(cluster, commands)
+        try:
+            parts, splits = self._route(cluster, commands)
+        except (RedisError, RedisClusterException) as exc:  # a slot without a node: not sent
+            self._refresh(cluster, None, exc)
+            raise NotSentError(f"no node for a slot: {exc!r}") from exc
         unknown: BaseException | None = None
         if len(parts) == 1:
             outcomes: list[Any] = [await self._send_part(cluster, parts[0])]
