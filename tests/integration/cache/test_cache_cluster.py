@@ -275,3 +275,24 @@ def test_related_keys_share_the_slot_of_their_key() -> None:
     assert command_slot(("PUBLISH", "chan", "1")) is None
     # without hash tags nothing changes for one server or Sentinel
     assert KeySpace("p").key("user", 42) == "p:v1:user:42"
+
+
+async def test_cache_stats_scans_every_master(cluster: ClusterTopology, client: Redis) -> None:
+    """The cache-inspection command (bot/ops/cache_stats.py) sees the keys of all masters,
+    tagged names classified by namespace, buffers told apart."""
+    from bot.ops.cache_stats import scan_keyspace
+
+    cache = _engine(client)
+    ks = KeySpace("cl7", hash_tags=True)
+    users = [ks.key("user", i) for i in range(2500)]  # more than one SCAN page
+    assert len(_nodes_of(cluster, users[:50])) == 3
+    try:
+        for start in range(0, len(users), 250):
+            await cache.set_many([(k, 1) for k in users[start : start + 250]], ttl=600, codec=INT)
+        await client.hset(ks.key("buf", "views"), "f", 1)
+        result = await scan_keyspace(client, "cl7", "v1", 10)
+        assert result.namespaces["user"].keys == 2500
+        assert result.namespaces["user"].no_ttl == 0
+        assert result.namespaces["buf"].buffer and result.namespaces["buf"].keys == 1
+    finally:
+        await cache.aclose()
