@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from benchmarks import bot_throughput, faults, memory, push, redis_down, stampede
+from benchmarks import bot_throughput, faults, ha, memory, push, redis_down, stampede
 from benchmarks._env import redis_url
 from benchmarks._util import RESULTS_DIR, render_markdown, write_json
 from bot.ops import runtime
@@ -25,6 +25,7 @@ NAMES = (
     "redis_down",
     "faults",
     "push",
+    "ha",
 )
 
 
@@ -42,6 +43,7 @@ RUNNERS: dict[str, Callable[[bool], Awaitable[dict[str, Any]]]] = {
     "redis_down": lambda quick: redis_down.run(quick=quick),
     "faults": lambda quick: faults.run(quick=quick),
     "push": lambda quick: push.run(quick=quick),
+    "ha": lambda quick: ha.run(quick=quick),
 }
 
 
@@ -126,6 +128,19 @@ def markdown(results: dict[str, Any]) -> str:
             f"paid-broadcast rate {r['rate']}/s shared through Redis",
             "",
             render_markdown(push.HEADERS, push.rows(r)),
+        ]
+    if "ha" in results:
+        r = results["ha"]
+        out += [
+            "",
+            f"**Redis HA**: warm `get_or_load` hits ({r['keys']} keys) on one server, a 3-master "
+            "Cluster and Sentinel, all started on loopback in the same run",
+            "",
+            render_markdown(ha.HEADERS, ha.rows(r)),
+            "",
+            "Failover during reads (degraded: served by the loader or slower than 50 ms)",
+            "",
+            render_markdown(ha.FAILOVER_HEADERS, ha.failover_rows(r)),
         ]
     return "\n".join(out) + "\n"
 

@@ -241,15 +241,12 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _check_redis_url(cls, value: str | None) -> str | None:
-        """One server (redis://, rediss://, unix://) or Sentinel (redis+sentinel://h:26379,
-        h2:26379/mymaster/0); forms and options in cache/client.py."""
+        """One server (redis://, rediss://, unix://), Sentinel (redis+sentinel://h:26379,
+        h2:26379/mymaster/0) or a Cluster (redis-cluster://h:6379,h2:6379); forms and options
+        in cache/client.py, what each promises in docs/redis-ha.md."""
         if value is None or value == "":
             return None
-        if parse_redis_url(value).kind == "cluster":
-            raise ValueError(
-                "Redis Cluster is not supported by the cache engine yet "
-                "(use redis:// or redis+sentinel://)"
-            )
+        parse_redis_url(value)  # ValueError with a one-line reason for a bad URL
         return value
 
     @field_validator("webhook_url")

@@ -38,19 +38,21 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from cache.breaker import CircuitBreaker
+from cache.client import is_cluster
 from cache.codec import Codec, CodecError
 from cache.envelope import NOT_FOUND, open_envelope, seal, stamp
 from cache.invalidation import flush_invalidations as _flush_invalidations
 from cache.invalidation import invalidate_after_commit as _invalidate_after_commit
-from cache.keys import namespace_of
+from cache.keys import namespace_of, related_key
 from cache.lock import RedisLock, compare_and_apply, script_or_fallback
 from cache.metrics import CacheMetrics, default_metrics
 from cache.pipelining import NotSentError, PipelineBatcher
 from cache.singleflight import SingleFlight
+from cache.slots import ClusterBatcher
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -66,9 +68,17 @@ V = TypeVar("V")
 Ttl = float | Callable[[Any], float]
 
 #: Errors that mean "Redis is unavailable right now" and trip the breaker.
-_UNAVAILABLE: Final = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
+#: (A cluster client raises RedisClusterException, which is no RedisError, when no node
+#: answers at all or a slot has no node: unavailable too.)
+_UNAVAILABLE: Final = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    RedisClusterException,
+    OSError,
+    TimeoutError,
+)
 #: Everything Redis (or the network) can throw at us; never reaches the caller.
-_REDIS_ERRORS: Final = (RedisError, OSError, TimeoutError)
+_REDIS_ERRORS: Final = (RedisError, RedisClusterException, OSError, TimeoutError)
 
 # Write the value only while we still hold the lock, release it, wake the waiters. Publishing
 # happens even when the write is dropped so that waiters fall back at once instead of after
@@ -178,7 +188,13 @@ class CacheAside:
         self.lock_lease = lock_lease
         self.lock_wait = lock_wait
         self.op_timeout = op_timeout
-        self._batcher = PipelineBatcher(timeout=op_timeout)
+        #: a Redis Cluster: per-node pipelines, and lock/channel names in the key's slot
+        self.cluster = is_cluster(redis)
+        self._batcher: PipelineBatcher | ClusterBatcher = (
+            ClusterBatcher(timeout=op_timeout)
+            if self.cluster
+            else PipelineBatcher(timeout=op_timeout)
+        )
         self._flight = SingleFlight()
         # one background refresh per key in this process (the refreshes' single-flight)
         self._refreshing: dict[str, asyncio.Task[None]] = {}
@@ -201,6 +217,14 @@ class CacheAside:
         """Keep a strong reference to a background task until it ends (asyncio keeps weak)."""
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def lock_key(self, key: str) -> str:
+        """The load lock of ``key`` (``key:lock``; in ``key``'s slot on a cluster)."""
+        return related_key(key, "lock", cluster=self.cluster)
+
+    def _channel(self, key: str) -> str:
+        """Where the lock holder announces that ``key``'s load is done."""
+        return related_key(key, "chan", cluster=self.cluster)
 
     def _usable(self) -> Redis | None:
         redis = self.redis
@@ -333,6 +357,10 @@ class CacheAside:
             await self._run_fallbacks(failed)
         first = results[0]
         if isinstance(first, Exception):
+            if isinstance(first, NotSentError):
+                # Only on a cluster (the read's node ran nothing, other nodes ran their side
+                # commands): the sides are settled above, so the caller must not replay them.
+                raise RedisConnectionError(str(first)) from first
             raise first
         return first
 
@@ -611,7 +639,7 @@ class CacheAside:
             delta = int((time.perf_counter() - start) * 1000)
             await self._write_plain(redis, ld, ns, value, delta)
             return value
-        lk = RedisLock(redis, key + ":lock", lease=self.lock_lease)
+        lk = RedisLock(redis, self.lock_key(key), lease=self.lock_lease)
         if await self._try_acquire(lk, ns):
             return await self._load_as_holder(lk, ld, ns)
         if lk.lost:  # Redis failed while trying: degrade to the loader, do not wait
@@ -663,7 +691,7 @@ class CacheAside:
     async def _commit(self, lk: RedisLock, key: str, ns: str, payload: bytes, px: int) -> None:
         script = self._commit_script
         assert script is not None
-        channel = key + ":chan"
+        channel = self._channel(key)
 
         async def lua() -> None:
             await script(keys=[key, lk.name], args=[lk.token, payload, px, channel])
@@ -706,7 +734,7 @@ class CacheAside:
         pubsub = redis.pubsub()
         try:
             async with asyncio.timeout(self.op_timeout):
-                await pubsub.subscribe(key + ":chan")
+                await pubsub.subscribe(self._channel(key))
             data = await self._get(redis, key)
             if data is not None:
                 return data
@@ -772,7 +800,7 @@ class CacheAside:
         redis = self._usable()
         if redis is None:
             return
-        lk = RedisLock(redis, key + ":lock", lease=self.lock_lease)
+        lk = RedisLock(redis, self.lock_key(key), lease=self.lock_lease)
         if not await self._try_acquire(lk, ns):
             # Another process is refreshing (or loading): do not retry on every hit.
             if len(self._refresh_backoff) > 4096:
@@ -843,7 +871,7 @@ class CacheAside:
         redis = self._usable()
         if redis is None:
             return
-        names = [*keys, *(k + ":lock" for k in keys)]
+        names = [*keys, *(self.lock_key(k) for k in keys)]
         await self._delete_quietly(redis, names, namespace_of(keys[0]))
 
     async def _delete_quietly(self, redis: Redis, names: Sequence[str], ns: str) -> None:

@@ -31,6 +31,13 @@ The dead-letter hash has **no TTL but a cap** (``DEAD_LETTER_CAP`` fields): it i
 operator needs to explain the metric, so ``volatile-lru`` must not evict it (like the buffers it
 comes from), yet poison written in a loop must not grow it without bound. Past the cap, further
 dead letters are only counted and logged. An operator empties it with ``DEL`` once read.
+
+**Redis Cluster.** The hand-over script RENAMEs the buffer to its batch key and SADDs to the
+pending set; the ack script touches the batch, the pending set and the dead letters: all of them
+must share the buffer's hash slot. They are named by ``cache.keys.related_key``: a buffer key
+with a hash tag (``horo:v1:buf:{views}``, what a ``KeySpace(hash_tags=True)`` builds) gives
+``horo:v1:buf:{views}:pending`` etc.; off a cluster the names are the historical ones
+(``…:buf:views:pending``), so buffered counts of a running deployment stay readable.
 """
 
 from __future__ import annotations
@@ -47,6 +54,8 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
+from cache.client import is_cluster
+from cache.keys import related_key
 from cache.metrics import CacheMetrics
 
 __all__ = ["DEAD_LETTER_CAP", "Applied", "BufferHandoff", "DrainResult"]
@@ -156,7 +165,7 @@ class BufferHandoff:
     Unreadable data is not an error: it goes to the dead letters (``dead_key``).
     """
 
-    __slots__ = ("buffer_key", "dead_key", "metrics", "name", "pending_key", "redis")
+    __slots__ = ("buffer_key", "cluster", "dead_key", "metrics", "name", "pending_key", "redis")
 
     def __init__(
         self,
@@ -168,13 +177,14 @@ class BufferHandoff:
     ) -> None:
         self.redis = redis
         self.buffer_key = buffer_key
-        self.pending_key = buffer_key + ":pending"
-        self.dead_key = buffer_key + ":dead"
-        self.name = name or buffer_key.rsplit(":", 1)[-1]
+        self.cluster = is_cluster(redis)
+        self.pending_key = related_key(buffer_key, "pending", cluster=self.cluster)
+        self.dead_key = related_key(buffer_key, "dead", cluster=self.cluster)
+        self.name = name or buffer_key.rsplit(":", 1)[-1].strip("{}")
         self.metrics = metrics
 
     def batch_key(self, batch_id: str) -> str:
-        return f"{self.buffer_key}:batch:{batch_id}"
+        return related_key(self.buffer_key, f"batch:{batch_id}", cluster=self.cluster)
 
     async def hand_over(self) -> str | None:
         """Atomically move the live buffer to a new pending batch; None when it was empty."""

@@ -15,14 +15,16 @@ timeout, and the circuit breaker in CacheAside makes later calls cost nothing at
   ``?sentinel_auth=true`` when the sentinels require the same ones (they usually require none,
   and AUTH against a sentinel without a password fails);
 - ``redis-cluster://[[user]:password@]host[:6379][,host2...]`` (``rediss-cluster://`` for TLS):
-  a Redis Cluster, for ``create_redis_cluster``. The cache engine does not run on a cluster yet
-  (its Lua scripts and auto-pipeline assume one node), so ``create_redis`` refuses these.
+  a Redis Cluster (any reachable nodes; the client discovers the rest). ``create_redis`` returns
+  a redis-py ``RedisCluster`` for it (``is_cluster`` tells them apart). The cache engine runs on
+  it: keys built by a ``KeySpace(hash_tags=True)`` keep what one script touches in one slot,
+  and the auto-pipeline splits a batch into one pipeline per node (cache/slots.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -31,7 +33,14 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
-__all__ = ["RedisTarget", "create_redis", "create_redis_cluster", "parse_redis_url"]
+__all__ = [
+    "RedisTarget",
+    "create_redis",
+    "create_redis_cluster",
+    "is_cluster",
+    "is_cluster_url",
+    "parse_redis_url",
+]
 
 STANDALONE_SCHEMES = ("redis", "rediss", "unix")
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
@@ -154,6 +163,21 @@ def parse_redis_url(url: str) -> RedisTarget:
     )
 
 
+def is_cluster(redis: object) -> bool:
+    """Whether a client from ``create_redis`` talks to a Redis Cluster."""
+    return isinstance(redis, RedisCluster)
+
+
+def is_cluster_url(url: str | None) -> bool:
+    """Whether a REDIS_URL names a Redis Cluster (False for None or a bad URL)."""
+    if not url:
+        return False
+    try:
+        return parse_redis_url(url).kind == "cluster"
+    except ValueError:
+        return False
+
+
 class _BlockingSentinelConnectionPool(SentinelConnectionPool, BlockingConnectionPool):
     """The sentinel pool (asks the sentinels where the master is, drops connections to a
     demoted one) with BlockingConnectionPool's waiting for a free connection, so a burst
@@ -182,7 +206,8 @@ def create_redis(
     health_check_interval: int = 30,
     pool_timeout: float = 0.25,
 ) -> Redis:
-    """Create an asyncio Redis client on its own connection pool (one server or Sentinel).
+    """Create an asyncio Redis client on its own connection pool (one server, Sentinel or a
+    Cluster).
 
     hiredis is used automatically by redis-py when installed. ``decode_responses`` stays
     False: values are binary envelopes. ``client_name`` makes the bot's connections easy to
@@ -197,6 +222,10 @@ def create_redis(
     connection errors or READONLY replies (the old master demoted), which the cache engine
     treats like any Redis outage (breaker, loader); once the sentinels name the new master,
     new connections go there and idle ones to the old master are dropped.
+
+    Cluster: a redis-py ``RedisCluster`` (see ``create_redis_cluster``), typed as ``Redis``
+    because it offers the same command methods the bot uses (GET/SET/scripts/pipeline/pubsub);
+    the engine checks ``is_cluster`` where the two differ (the auto-pipeline's wire access).
     """
     target = parse_redis_url(url)
     common: dict[str, Any] = {
@@ -214,10 +243,15 @@ def create_redis(
         pool: BlockingConnectionPool = BlockingConnectionPool.from_url(url, **common)
         return Redis.from_pool(pool)
     if target.kind == "cluster":
-        raise ValueError(
-            "a Redis Cluster URL: the cache engine does not run on a cluster yet "
-            "(create_redis_cluster makes a cluster client)"
+        cluster = create_redis_cluster(
+            url,
+            client_name=client_name,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_connect_timeout,
+            max_connections=max_connections,
+            health_check_interval=health_check_interval,
         )
+        return cast("Redis", cluster)
     sentinel_kwargs: dict[str, Any] = {
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": socket_connect_timeout,

@@ -34,7 +34,7 @@ from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from sqlalchemy import event
 
 if TYPE_CHECKING:
@@ -64,6 +64,8 @@ class _Invalidator(Protocol):
     op_timeout: float
 
     async def invalidate(self, *keys: str) -> None: ...
+
+    def lock_key(self, key: str) -> str: ...
 
     def _track(self, task: asyncio.Task[Any]) -> None: ...
 
@@ -182,11 +184,11 @@ async def deliver(cache: _Invalidator, keys: Sequence[str]) -> bool:
         return True  # no cache: nothing can be stale
     if cache.breaker.is_open:
         return False
-    names = [*keys, *(k + ":lock" for k in keys)]
+    names = [*keys, *(cache.lock_key(k) for k in keys)]
     try:
         async with asyncio.timeout(cache.op_timeout):
             await redis.delete(*names)
-    except (RedisError, OSError, TimeoutError) as exc:
+    except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
         log.debug("invalidation not delivered: %r", exc)
         return False
     return True

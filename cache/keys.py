@@ -4,7 +4,17 @@ Every key in Redis is built here so that key names stay tidy and predictable:
 ``{prefix}:{version}:{namespace}:{part}:...``. Bumping ``version`` orphans old entries (they
 expire by TTL) instead of requiring a flush. Parts come from a small safe alphabet so that no
 user-typed text can ever become (part of) a key: that rules out key injection, unbounded key
-sizes and keys that are painful to inspect with redis-cli.
+sizes and keys that are painful to inspect with redis-cli (and a part can never carry a ``{``).
+
+**Redis Cluster.** Keys that one Lua script, MULTI or RENAME touches together must live in one
+hash slot. A ``KeySpace(..., hash_tags=True)`` (what the bot builds for a ``redis-cluster://``
+URL) wraps the parts after the namespace in a hash tag: ``horo:v1:user:{123}``,
+``horo:v1:buf:{views}``. Every key the engine derives from such a key by a suffix (the load
+lock ``…:{123}:lock``, its wake-up channel, a buffer's ``…:{views}:pending`` and
+``…:{views}:batch:<id>``) hashes to the same slot, and the keys still start with the prefix, so
+``SCAN MATCH horo:*`` finds them all. Without ``hash_tags`` (one server, Sentinel) the names are
+exactly what they always were: nothing to migrate. ``related_key`` is the one rule for such a
+suffix; on a cluster it also copes with a key that has no tag of its own (``{key}:suffix``).
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ import enum
 import re
 from dataclasses import dataclass
 
-__all__ = ["MAX_KEY_BYTES", "KeySpace", "make_key", "namespace_of"]
+__all__ = ["MAX_KEY_BYTES", "KeySpace", "hash_tag", "make_key", "namespace_of", "related_key"]
 
 #: Upper bound for a whole key. Redis allows 512 MB; we keep keys short so that memory and
 #: network are spent on values, and so that a bug that stuffs data into keys fails loudly.
@@ -77,12 +87,41 @@ def namespace_of(key: str) -> str:
     return key[j + 1 :] if k < 0 else key[j + 1 : k]
 
 
+def hash_tag(key: str) -> str | None:
+    """The hash tag Redis Cluster hashes ``key`` by (its rule: the text between the first ``{``
+    and the first ``}`` after it, when not empty), else None (the whole key is hashed)."""
+    start = key.find("{")
+    if start < 0:
+        return None
+    end = key.find("}", start + 1)
+    if end <= start + 1:
+        return None
+    return key[start + 1 : end]
+
+
+def related_key(key: str, suffix: str, *, cluster: bool) -> str:
+    """A key that a script or transaction touches together with ``key``: ``key:suffix``.
+
+    On a cluster it must hash to ``key``'s slot: a key with a hash tag keeps it (the suffix
+    changes nothing), a key without one is wrapped whole (``{key}:suffix`` hashes exactly like
+    ``key``). Off a cluster the name is always ``key:suffix`` (the historical names).
+    """
+    if not cluster or hash_tag(key) is not None:
+        return f"{key}:{suffix}"
+    return f"{{{key}}}:{suffix}"
+
+
 @dataclass(frozen=True, slots=True)
 class KeySpace:
-    """A prefix + schema version, so callers only name the namespace and the parts."""
+    """A prefix + schema version, so callers only name the namespace and the parts.
+
+    ``hash_tags``: wrap the parts in a Redis Cluster hash tag (``ns:{a:b}``), see the module
+    docstring; off by default (one server or Sentinel: the names do not change).
+    """
 
     prefix: str
     version: str = "v1"
+    hash_tags: bool = False
 
     def __post_init__(self) -> None:
         _part(self.prefix)
@@ -92,6 +131,12 @@ class KeySpace:
         """Build a key in this key space (same validation and result as make_key).
 
         Several keys are built per update; the prefix and version were checked once, here."""
+        if self.hash_tags and parts:
+            rest = ":".join(map(_part, parts))
+            key = f"{self.prefix}:{self.version}:{_part(namespace)}:{{{rest}}}"
+            if len(key) > MAX_KEY_BYTES:
+                raise ValueError(f"key longer than {MAX_KEY_BYTES} bytes: {key[:60]!r}...")
+            return key
         key = ":".join((self.prefix, self.version, _part(namespace), *map(_part, parts)))
         if len(key) > MAX_KEY_BYTES:  # parts are ASCII (checked above): chars == bytes
             raise ValueError(f"key longer than {MAX_KEY_BYTES} bytes: {key[:60]!r}...")

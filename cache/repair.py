@@ -18,7 +18,7 @@ import asyncio
 import logging
 from typing import Final
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from cache.aside import CacheAside
 from cache.keys import namespace_of
@@ -52,7 +52,7 @@ async def drop_wrong_type(cache: CacheAside, key: str) -> bool:
     try:
         async with asyncio.timeout(cache.op_timeout):
             kind = await redis.eval(_DROP, 1, key)
-    except (RedisError, OSError, TimeoutError) as exc:
+    except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
         log.debug("type check of %s failed: %r", key, exc)
         return False
     if not kind:

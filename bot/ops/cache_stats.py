@@ -24,7 +24,7 @@ import json
 import random
 import statistics
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -33,6 +33,7 @@ from redis.exceptions import RedisError
 
 from bot.config import Settings
 from bot.ops.stores import LocalServers, open_stores
+from cache.client import is_cluster
 
 __all__ = [
     "BUFFER_NAMESPACES",
@@ -325,9 +326,7 @@ async def scan_keyspace(
     """
     rng = rng or random.Random()
     result = ScanResult()
-    cursor = 0
-    while True:
-        cursor, raw_keys = await redis.scan(cursor, match=f"{prefix}:*", count=SCAN_COUNT)
+    async for raw_keys in _pages(redis, f"{prefix}:*"):
         if raw_keys:
             keys = [_text(k) for k in raw_keys]
             async with redis.pipeline(transaction=False) as pipe:
@@ -351,8 +350,28 @@ async def scan_keyspace(
                         name, buffer=name in BUFFER_NAMESPACES
                     )
                 ns.add(key, int(pttl), sample, rng)
+    return result
+
+
+async def _pages(redis: Redis, match: str) -> AsyncIterator[list[Any]]:
+    """SCAN pages of up to SCAN_COUNT keys. A Redis Cluster is scanned on every primary
+    (redis-py's cluster ``scan_iter``; its ``scan`` takes a cursor per node)."""
+    if is_cluster(redis):
+        page: list[Any] = []
+        async for key in redis.scan_iter(match=match, count=SCAN_COUNT):
+            page.append(key)
+            if len(page) >= SCAN_COUNT:
+                yield page
+                page = []
+        if page:
+            yield page
+        return
+    cursor = 0
+    while True:
+        cursor, raw_keys = await redis.scan(cursor, match=match, count=SCAN_COUNT)
+        yield raw_keys
         if not cursor:
-            return result
+            return
 
 
 async def sample_memory(redis: Redis, keys: Sequence[str]) -> dict[str, int | None]:

@@ -332,6 +332,25 @@ class ClusterTopology:
         """``wait_ok`` for an async test: the checks run in a thread, the loop keeps going."""
         await asyncio.to_thread(self.wait_ok, within)
 
+    def _failed_over(self, old: RedisNode) -> bool:
+        live_masters = {n.port for n in self.masters()}
+        return old.port not in live_masters and self.is_ok()
+
+    def wait_for_failover(self, old: RedisNode, timeout: float = FAILOVER_TIMEOUT) -> None:
+        """Block until the cluster flagged ``old`` (a killed master) as failed, promoted its
+        replica, and says ``cluster_state:ok`` everywhere again."""
+        wait_until(
+            lambda: self._failed_over(old),
+            timeout=timeout,
+            what=f"failover of the master on :{old.port}",
+            interval=0.05,
+            on_timeout=self._describe,
+        )
+
+    async def await_failover(self, old: RedisNode, within: float = FAILOVER_TIMEOUT) -> None:
+        """``wait_for_failover`` for an async test (the checks run in a thread)."""
+        await asyncio.to_thread(self.wait_for_failover, old, within)
+
     def _describe(self) -> str:
         parts = []
         for node in self.nodes:

@@ -43,7 +43,11 @@ def test_defaults() -> None:
         ("DATABASE_URL", "nonsense", "DATABASE_URL: not a PostgreSQL URL"),
         ("REDIS_URL", "http://x", "REDIS_URL: not a Redis URL"),
         ("REDIS_URL", "redis+sentinel://:pw@s1:26379/", "REDIS_URL: a sentinel URL ends in"),
-        ("REDIS_URL", "redis-cluster://n1:7000", "REDIS_URL: Redis Cluster is not supported"),
+        (
+            "REDIS_URL",
+            "redis-cluster://n1:7000/1",
+            "REDIS_URL: a Redis Cluster has only database 0",
+        ),
         ("DB_PGBOUNCER", "perhaps", "DB_PGBOUNCER:"),
         ("ADMIN_IDS", "1, two", "ADMIN_IDS: not a numeric Telegram id: 'two'"),
         ("TELEGRAM_API_URL", "ftp://x", "TELEGRAM_API_URL: not a HTTP URL"),
@@ -60,6 +64,12 @@ def test_bad_value_is_one_line_naming_the_variable(
     message = str(info.value)
     assert expected in message
     assert "\n" not in message
+
+
+def test_cluster_redis_url_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = "redis-cluster://n1:7000,n2:7001"
+    monkeypatch.setenv("REDIS_URL", url)
+    assert load_settings().redis_url == url
 
 
 def test_sentinel_redis_url_and_pgbouncer_setting(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,7 +9,13 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.sentinel import SentinelConnectionPool
 
-from cache.client import create_redis, create_redis_cluster, parse_redis_url
+from cache.client import (
+    create_redis,
+    create_redis_cluster,
+    is_cluster,
+    is_cluster_url,
+    parse_redis_url,
+)
 
 
 def test_standalone_forms() -> None:
@@ -89,9 +95,16 @@ async def test_create_redis_on_sentinel_builds_a_blocking_sentinel_pool() -> Non
         await client.aclose()
 
 
-async def test_create_redis_refuses_a_cluster_and_the_cluster_factory_builds_one() -> None:
-    with pytest.raises(ValueError, match="does not run on a cluster"):
-        create_redis("redis-cluster://127.0.0.1:7000")
+async def test_create_redis_makes_a_cluster_client_and_so_does_the_cluster_factory() -> None:
+    made = create_redis("redis-cluster://127.0.0.1:7000")
+    try:
+        assert isinstance(made, RedisCluster)
+        assert is_cluster(made)
+    finally:
+        await made.aclose()
+    assert is_cluster_url("redis-cluster://127.0.0.1:7000")
+    assert not is_cluster_url("redis://127.0.0.1:6379/0")
+    assert not is_cluster_url(None)
     with pytest.raises(ValueError, match="not a Redis Cluster URL"):
         create_redis_cluster("redis://127.0.0.1:6379/0")
     cluster = create_redis_cluster("redis-cluster://127.0.0.1:7000,127.0.0.1:7001")
