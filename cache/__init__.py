@@ -11,7 +11,7 @@ Typical use::
 
 from cache.aside import NOT_FOUND, CacheAside, Load, SideCommand, Ttl
 from cache.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
-from cache.client import create_redis
+from cache.client import REDIS_ERRORS, create_redis
 from cache.codec import Codec, CodecError
 from cache.invalidation import flush_invalidations, invalidate_after_commit
 from cache.keys import KeySpace, make_key, namespace_of
@@ -24,6 +24,7 @@ __all__ = [
     "HALF_OPEN",
     "NOT_FOUND",
     "OPEN",
+    "REDIS_ERRORS",
     "CacheAside",
     "CacheMetrics",
     "CircuitBreaker",

@@ -38,11 +38,11 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from cache.breaker import CircuitBreaker
-from cache.client import is_cluster
+from cache.client import REDIS_ERRORS, is_cluster
 from cache.codec import Codec, CodecError
 from cache.envelope import NOT_FOUND, open_envelope, seal, stamp
 from cache.invalidation import flush_invalidations as _flush_invalidations
@@ -78,7 +78,7 @@ _UNAVAILABLE: Final = (
     TimeoutError,
 )
 #: Everything Redis (or the network) can throw at us; never reaches the caller.
-_REDIS_ERRORS: Final = (RedisError, RedisClusterException, OSError, TimeoutError)
+_REDIS_ERRORS: Final = REDIS_ERRORS
 
 # Write the value only while we still hold the lock, release it, wake the waiters. Publishing
 # happens even when the write is dropped so that waiters fall back at once instead of after

@@ -24,7 +24,7 @@ timeout, and the circuit breaker in CacheAside makes later calls cost nothing at
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Final, Literal, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -32,8 +32,10 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException, RedisError
 
 __all__ = [
+    "REDIS_ERRORS",
     "RedisTarget",
     "create_redis",
     "create_redis_cluster",
@@ -41,6 +43,11 @@ __all__ = [
     "is_cluster_url",
     "parse_redis_url",
 ]
+
+#: Everything a Redis call (or the network under it) can raise. A cluster client raises
+#: RedisClusterException, which is no RedisError, when no node answers or a slot has no node:
+#: code that fails open on Redis errors must catch it too, on every deployment alike.
+REDIS_ERRORS: Final = (RedisError, RedisClusterException, OSError, TimeoutError)
 
 STANDALONE_SCHEMES = ("redis", "rediss", "unix")
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")

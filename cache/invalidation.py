@@ -34,8 +34,9 @@ from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisClusterException, RedisError
 from sqlalchemy import event
+
+from cache.client import REDIS_ERRORS
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -188,7 +189,7 @@ async def deliver(cache: _Invalidator, keys: Sequence[str]) -> bool:
     try:
         async with asyncio.timeout(cache.op_timeout):
             await redis.delete(*names)
-    except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
+    except REDIS_ERRORS as exc:
         log.debug("invalidation not delivered: %r", exc)
         return False
     return True

@@ -18,9 +18,8 @@ import asyncio
 import logging
 from typing import Final
 
-from redis.exceptions import RedisClusterException, RedisError
-
 from cache.aside import CacheAside
+from cache.client import REDIS_ERRORS
 from cache.keys import namespace_of
 
 __all__ = ["drop_wrong_type"]
@@ -52,7 +51,7 @@ async def drop_wrong_type(cache: CacheAside, key: str) -> bool:
     try:
         async with asyncio.timeout(cache.op_timeout):
             kind = await redis.eval(_DROP, 1, key)
-    except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
+    except REDIS_ERRORS as exc:
         log.debug("type check of %s failed: %r", key, exc)
         return False
     if not kind:

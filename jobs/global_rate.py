@@ -45,7 +45,8 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+
+from cache.client import REDIS_ERRORS
 
 __all__ = ["GlobalRateLimiter", "default_burst", "gcra_interval_us", "planned_rate"]
 
@@ -202,7 +203,7 @@ class GlobalRateLimiter:
             while True:
                 try:
                     wait = await self.try_acquire()
-                except (RedisError, OSError) as exc:
+                except REDIS_ERRORS as exc:
                     self.redis_errors += 1
                     log.warning("push_rate_redis_unavailable", error=repr(exc), retry_in=backoff)
                     await self._sleep(backoff * random.uniform(0.8, 1.2))
@@ -224,6 +225,6 @@ class GlobalRateLimiter:
             await self._pause(
                 keys=self.keys, args=[max(0, int(seconds * 1_000_000)), self._now_arg()]
             )
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self.redis_errors += 1
             log.warning("push_pause_not_shared", error=repr(exc), seconds=seconds)

@@ -29,10 +29,10 @@ from typing import Any
 
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from bot.ops.metrics import JOB_LAST_SUCCESS, JOB_RUNS, JOB_SECONDS
 from bot.ops.outages import OUTAGES, REDIS, Outages, dependency_of
+from cache.client import REDIS_ERRORS
 from cache.keys import KeySpace
 from cache.lock import RedisLock
 
@@ -90,7 +90,7 @@ class JobRunner:
         lock = RedisLock(self.redis, self.lock_key(name), lease=self.lease)
         try:
             acquired: bool | None = await lock.acquire()
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             # Counted, and logged once per outage; the job runs without the lock.
             self.outages.failed(REDIS, "leader_lock", exc)
             log.debug("job_lock_unavailable", error=repr(exc), note="running without the lock")

@@ -29,11 +29,10 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from bot.config import Settings
 from bot.ops.stores import LocalServers, open_stores
-from cache.client import is_cluster
+from cache.client import REDIS_ERRORS, is_cluster
 
 __all__ = [
     "BUFFER_NAMESPACES",
@@ -400,11 +399,11 @@ async def read_server_info(redis: Redis) -> ServerInfo:
     """INFO memory + INFO stats (not CONFIG GET: managed Redis often disables CONFIG)."""
     try:
         mem = await redis.info("memory")
-    except RedisError:
+    except REDIS_ERRORS:
         mem = {}
     try:
         stats = await redis.info("stats")
-    except RedisError:
+    except REDIS_ERRORS:
         stats = {}
     policy = mem.get("maxmemory_policy")
     return ServerInfo(

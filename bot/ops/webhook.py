@@ -57,11 +57,11 @@ from aiogram import Bot, Dispatcher
 from aiogram.exceptions import TelegramRetryAfter
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from bot.ops.health import parse_addr, serve_app
 from bot.ops.instance import instance_id
 from bot.ops.metrics import WEBHOOK_REQUESTS
+from cache.client import REDIS_ERRORS
 from cache.lock import RedisLock
 
 if TYPE_CHECKING:
@@ -152,7 +152,7 @@ class UpdateDedupe:
                 if seen is not None:  # else: the lease expired in between; try once more
                     self._ok()
                     return (DedupeState.DONE if seen == DONE else DedupeState.BUSY), None
-        except (RedisError, OSError, TimeoutError) as exc:
+        except REDIS_ERRORS as exc:
             self._failed("begin", exc, update_id)
             return DedupeState.UNCHECKED, None
         return DedupeState.BUSY, None
@@ -164,7 +164,7 @@ class UpdateDedupe:
             await asyncio.wait_for(
                 self.redis.set(lock.name, DONE, ex=self.done_ttl), self.op_timeout
             )
-        except (RedisError, OSError, TimeoutError) as exc:
+        except REDIS_ERRORS as exc:
             # The lease expires on its own; a redelivery (rare) would be handled again.
             self._failed("finish", exc, 0)
 

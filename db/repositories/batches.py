@@ -19,11 +19,11 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
 
-from redis.exceptions import RedisError
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cache.buffers import Applied, BufferHandoff, Checkpoint
+from cache.client import REDIS_ERRORS
 from db.models import AppliedBatch
 from db.repositories.context import DataContext
 
@@ -192,7 +192,7 @@ async def unflushed(
         return {}
     try:
         live, batches = await ho.snapshot()
-    except (RedisError, OSError, TimeoutError) as exc:  # statistics must answer without Redis
+    except REDIS_ERRORS as exc:  # statistics must answer without Redis
         log.warning("%s buffer unavailable for statistics: %r", kind.name, exc)
         return {}
     if batches:
