@@ -15,6 +15,10 @@ better). Measures:
 * cold stampede (100 ms loader): loader calls, Redis commands per cold key (counted at the
   connection), caller latency; one process x 1000 callers interleaved with a bare
   single-flight (no Redis) as its floor, and 4 processes x 250;
+* the engine on redis-py's public connection methods only (a connection class that overrides
+  ``send_packed_command`` / ``read_response`` with plain ``super()`` calls, so the
+  auto-pipeline's direct write and hiredis read in cache/pipelining.py stand aside): what the
+  use of redis-py internals buys, in the same run;
 * a dead Redis (closed port) and a hung Redis (accepts, never answers): per-call latency,
   peers bounded by a timeout so the benchmark finishes (reported as "> N s").
 
@@ -42,7 +46,7 @@ from typing import Any
 
 import msgspec
 from prometheus_client import CollectorRegistry
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Connection, Redis
 
 from benchmarks._util import (
     machine,
@@ -116,6 +120,19 @@ class Impl:
     trips: int = 0
 
 
+class _PublicPathConnection(Connection):
+    """redis-py's connection, reached only through its public methods: the engine's fast path
+    (cache/pipelining.py: direct write, replies taken from the hiredis reader) recognises
+    redis-py's own methods only, so with these overrides it sends and reads as for any
+    wrapped connection. The overrides add one Python call each, nothing else."""
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        await super().send_packed_command(command, check_health)
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        return await super().read_response(*args, **kwargs)
+
+
 async def _peers(url: str, prefix: str, closers: list[Callable[[], Awaitable[Any]]]) -> list[Impl]:
     """Every implementation, with its 1,000 warm keys (the same value everywhere)."""
     impls: list[Impl] = []
@@ -171,12 +188,25 @@ async def _peers(url: str, prefix: str, closers: list[Callable[[], Awaitable[Any
     def trips() -> int:
         return engine._batcher.pipelines
 
+    public = create_redis(url, max_connections=POOL)
+    public.connection_pool.connection_class = _PublicPathConnection
+    closers.append(public.aclose)
+    engine_public = CacheAside(public, metrics=CacheMetrics(CollectorRegistry()))
+    closers.append(engine_public.aclose)
+
+    async def ours_public(i: int) -> Any:
+        return await engine_public.get_or_load(keys[i % KEYS], load, ttl=3600, codec=CODEC)
+
+    def trips_public() -> int:
+        return engine_public._batcher.pipelines
+
     impls += [
         Impl(OURS, ours, pipelines=trips),
         Impl("cache.CacheAside (+early_refresh)", ours_refresh, pipelines=trips),
         Impl("cache.CacheAside (+1 side command)", ours_side, pipelines=trips),
         Impl("cache.CacheAside load_many (2 keys)", ours_many, batch=2, pipelines=trips),
         Impl("cache.CacheAside (one hot key)", ours_hot, concurrent_only=True, pipelines=trips),
+        Impl("cache.CacheAside, public redis-py path", ours_public, pipelines=trips_public),
     ]
 
     try:
