@@ -134,7 +134,8 @@ def markdown(results: dict[str, Any]) -> str:
         out += [
             "",
             f"**Redis HA**: warm `get_or_load` hits ({r['keys']} keys) on one server, a 3-master "
-            "Cluster and Sentinel, all started on loopback in the same run",
+            "Cluster and Sentinel, all started on loopback in the same run (c100: 100 concurrent "
+            "reads, the median of 30 chunks)",
             "",
             render_markdown(ha.HEADERS, ha.rows(r)),
             "",

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -102,6 +103,11 @@ async def _warm_reads(urls: dict[str, str], n_keys: int, rounds: int) -> dict[st
             keys = [ks.key("item", i) for i in range(n_keys)]
             setups[name] = (redis, cache, keys)
             await _fill(cache, keys)
+            # Untimed: the pools open their connections (one per master on a cluster) here,
+            # not inside the first timed chunk of 100 (a cold cost, not a warm read's).
+            await asyncio.gather(
+                *(cache.get_or_load(k, never, ttl=3600, codec=VALUE) for k in keys[:100])
+            )
         seq: dict[str, list[float]] = {name: [] for name in urls}
         raw: dict[str, list[float]] = {name: [] for name in urls}
         c100: dict[str, list[float]] = {name: [] for name in urls}  # seconds per chunk of 100
@@ -129,7 +135,9 @@ async def _warm_reads(urls: dict[str, str], n_keys: int, rounds: int) -> dict[st
                 "seq_ops": s["ops_per_s"],
                 "seq_p99_us": s["p99_us"],
                 "raw_get_ops": summarize(raw[name])["ops_per_s"],
-                "c100_ops": len(c100[name]) / sum(c100[name]),
+                # the median chunk: one stall of the shared machine (a neighbour, a fork)
+                # in one of 30 chunks of ~2 ms would otherwise decide the figure
+                "c100_ops": 1 / statistics.median(c100[name]),
             }
             out[name]["seq_x_raw"] = out[name]["seq_ops"] / out[name]["raw_get_ops"]
         return out
@@ -293,7 +301,8 @@ def report(result: dict[str, Any]) -> str:
         "",
         f"Warm get_or_load hits, {result['keys']} keys x {result['rounds']} rounds, topologies "
         "taking turns (x raw GET = against redis-py's own client GET + decode on the same "
-        "topology; x one server = against the single server's engine; same run)",
+        "topology; x one server = against the single server's engine; c100 = 100 concurrent "
+        "reads, the median of the chunks; same run)",
         render_table(HEADERS, rows(result)),
         f"(warm reads that missed and ran the loader: {result['warm_misses']})",
         "",
