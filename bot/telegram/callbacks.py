@@ -22,6 +22,10 @@ class Day(StrEnum):
     TOMORROW = "n"
 
 
+#: The commands that show a day's horoscope (the handler and the user middleware's prefetch).
+DAY_COMMANDS: dict[str, Day] = {"today": Day.TODAY, "tomorrow": Day.TOMORROW}
+
+
 class MenuAction(StrEnum):
     CHANGE_SIGN = "sign"
     #: The daily-push button under a horoscope says what pressing it does (never "toggle"): a

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING
 
 import structlog
 from aiogram import Bot, F
-from aiogram.filters import Command
+from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
 from bot.domain.zodiac import parse_sign, sign_label
 from bot.telegram.api import with_retry
-from bot.telegram.callbacks import Day, DayCB, MenuAction, MenuCB
+from bot.telegram.callbacks import DAY_COMMANDS, Day, DayCB, MenuAction, MenuCB
 from bot.telegram.handlers.common import (
     RouterFactory,
     accessible,
@@ -40,14 +40,18 @@ log = structlog.get_logger(__name__)
 router = RouterFactory("horoscope")
 
 
-async def _show(
+# ``prefetched``: the horoscope's reads sent along the user lookup (bot/telegram/middlewares/
+# user.py); used only when they match what is shown here.
+@router.message(Command(*DAY_COMMANDS, ignore_case=True))
+async def day_command(
     message: Message,
+    command: CommandObject,
     bot: Bot,
     app: AppContext,
     user: UserData,
-    day: Day,
-    prefetched: Prefetched | None,
+    prefetched: Prefetched | None = None,
 ) -> None:
+    """/today or /tomorrow."""
     if user.zodiac_sign is None:
         lang = app.horoscopes.lang_for(user)
         t = texts(lang)
@@ -55,33 +59,10 @@ async def _show(
             lambda: message.answer(t.need_sign, reply_markup=sign_keyboard(lang)), what="need_sign"
         )
         return
+    day = DAY_COMMANDS[command.command.lower()]
     await app.horoscopes.send(
         bot, message.chat.id, user, user.zodiac_sign, day, prefetched=prefetched
     )
-
-
-# ``prefetched``: the horoscope's reads sent along the user lookup (bot/telegram/middlewares/
-# user.py); used only when they match what is shown here.
-@router.message(Command("today", ignore_case=True))
-async def today(
-    message: Message,
-    bot: Bot,
-    app: AppContext,
-    user: UserData,
-    prefetched: Prefetched | None = None,
-) -> None:
-    await _show(message, bot, app, user, Day.TODAY, prefetched)
-
-
-@router.message(Command("tomorrow", ignore_case=True))
-async def tomorrow(
-    message: Message,
-    bot: Bot,
-    app: AppContext,
-    user: UserData,
-    prefetched: Prefetched | None = None,
-) -> None:
-    await _show(message, bot, app, user, Day.TOMORROW, prefetched)
 
 
 @router.message(F.text.func(lambda text: parse_sign(text) is not None))

@@ -33,7 +33,7 @@ from aiogram.types import CallbackQuery, Message, TelegramObject, Update, User
 from bot.domain.services.horoscope import Prefetched
 from bot.domain.services.throttle import Decision
 from bot.telegram.api import is_harmless
-from bot.telegram.callbacks import Day
+from bot.telegram.callbacks import DAY_COMMANDS, Day
 from bot.telegram.middlewares.context import set_outcome
 from bot.telegram.texts import texts
 from db.repositories import Repositories
@@ -52,9 +52,6 @@ THROTTLED_TYPES = frozenset({"message", "callback_query", "edited_message"})
 #: activity figures). Stamps are per process; the buffer keeps the newest of all of them.
 LAST_SEEN_EVERY: Final = 60.0
 
-#: Commands whose horoscope is prefetched along the user lookup (see the module docstring).
-_PREFETCHED_COMMANDS: dict[str, Day] = {"today": Day.TODAY, "tomorrow": Day.TOMORROW}
-
 
 def _command_day(update: Update) -> Day | None:
     """The day of a plain ``/today`` or ``/tomorrow`` (any case, arguments allowed, no
@@ -64,7 +61,7 @@ def _command_day(update: Update) -> Day | None:
     text = message.text if message is not None else None
     if not text or text[0] != "/":
         return None
-    return _PREFETCHED_COMMANDS.get(text[1:].split(None, 1)[0].lower() if len(text) > 1 else "")
+    return DAY_COMMANDS.get(text[1:].split(None, 1)[0].lower() if len(text) > 1 else "")
 
 
 class UserMiddleware(BaseMiddleware):
