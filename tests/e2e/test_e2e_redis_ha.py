@@ -91,6 +91,32 @@ def _side_unknown(h: Harness) -> int:
     return int(sum(ns.get("side_unknown", 0) for ns in snap.values()))
 
 
+def _replicated(direct: redis_sync.Redis, buffer: str, expected: int) -> None:
+    """Every count so far reached the replica (what the promise is about)."""
+    assert int(direct.wait(1, 10_000)) >= 1
+    assert sum(int(v) for v in direct.hgetall(buffer).values()) == expected
+
+
+async def _ask_until(h: Harness, users: list[int], failover: asyncio.Task[Any]) -> int:
+    """Users keep asking while the failover runs; the number of /today sent."""
+    sent = 0
+    while not failover.done():
+        for uid in users[:6]:
+            await _today(h, uid)
+            sent += 1
+    return sent
+
+
+async def _counted_exactly(h: Harness, date: dt.date, before: int, requests: int) -> None:
+    """Every count is in Postgres but at most the ambiguous ones (``side_unknown``); the 30
+    of phase 1, acknowledged by the replica, are never lost."""
+    unknown = _side_unknown(h)
+    counted = await _views(h, date) - before
+    assert requests - unknown <= counted <= requests, (requests, unknown, counted)
+    assert counted >= 30
+    assert h.errors == 0
+
+
 async def test_bot_on_a_three_master_cluster_answers_and_counts_exactly(
     redis_cluster: ClusterTopology, ha_harness: Callable[[str], Any]
 ) -> None:
@@ -129,28 +155,18 @@ async def test_cluster_master_killed_during_traffic(
             await _today(h, uid)  # phase 1: counted in the buffer, on one master
         victim = cluster.master_for_key(buffer)
         with victim.client() as direct:
-            # every count so far reached the replica (what the promise is about)
-            assert int(direct.execute_command("WAIT", 1, 10_000)) >= 1
-            assert sum(int(v) for v in direct.hgetall(buffer).values()) == 30
+            _replicated(direct, buffer, 30)
         victim.kill()
-        requests = 30
         # phase 2: users keep asking while the cluster notices and promotes the replica
         failover = asyncio.create_task(cluster.await_failover(victim))
-        while not failover.done():
-            for uid in users[:6]:
-                await _today(h, uid)
-                requests += 1
+        requests = 30 + await _ask_until(h, users, failover)
         await failover
         # phase 3: after the failover, the buffer is served by the promoted replica again
         for uid in users:
             await _today(h, uid)
             requests += 1
         assert cluster.master_for_key(buffer).port != victim.port
-        unknown = _side_unknown(h)
-        counted = await _views(h, date) - before
-        assert requests - unknown <= counted <= requests, (requests, unknown, counted)
-        assert counted >= 30  # phase 1, acknowledged by the replica: never lost
-        assert h.errors == 0
+        await _counted_exactly(h, date, before, requests)
 
 
 async def test_sentinel_primary_killed_during_traffic(
@@ -166,22 +182,13 @@ async def test_sentinel_primary_killed_during_traffic(
             await _today(h, uid)
         old = redis_sentinel.master_address()
         with redis_sync.Redis(*old) as direct:
-            assert int(direct.execute_command("WAIT", 1, 10_000)) >= 1
-            assert sum(int(v) for v in direct.hgetall(buffer).values()) == 30
+            _replicated(direct, buffer, 30)
         redis_sentinel.kill_primary()
-        requests = 30
         failover = asyncio.create_task(redis_sentinel.await_failover(old))
-        while not failover.done():
-            for uid in users[:6]:
-                await _today(h, uid)
-                requests += 1
+        requests = 30 + await _ask_until(h, users, failover)
         new = await failover
         assert new != old
         for uid in users:
             await _today(h, uid)
             requests += 1
-        unknown = _side_unknown(h)
-        counted = await _views(h, date) - before
-        assert requests - unknown <= counted <= requests, (requests, unknown, counted)
-        assert counted >= 30
-        assert h.errors == 0
+        await _counted_exactly(h, date, before, requests)
