@@ -121,6 +121,13 @@ class Harness:
             await self.stores.engine.dispose()
             self.stores = None
 
+    async def __aenter__(self) -> Harness:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
     async def restart(self, **build: Any) -> None:
         await self.stop()
         await self.start(**build)
@@ -230,9 +237,5 @@ async def harness(
 ) -> AsyncIterator[Harness]:
     assert server.url is not None
     settings = settings_factory(telegram_api_url=server.url, **settings_overrides)
-    h = Harness(server, settings, database_url, redis_url, generator, clock)
-    await h.start()
-    try:
+    async with Harness(server, settings, database_url, redis_url, generator, clock) as h:
         yield h
-    finally:
-        await h.stop()

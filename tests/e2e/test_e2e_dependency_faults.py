@@ -111,8 +111,7 @@ async def test_slow_llm_and_24_cold_keys_never_exhaust_the_pool(
     gen = GatedGenerator(expected=24)
     settings = settings_factory(telegram_api_url=server.url, **settings_overrides)
     h = Harness(server, settings, database_url, redis_url, gen, clock)  # type: ignore[arg-type]
-    await h.start()
-    try:
+    async with h:
         people: list[tuple[int, Sign]] = []
         for sign in Sign:
             for lang in Lang:
@@ -134,8 +133,6 @@ async def test_slow_llm_and_24_cold_keys_never_exhaust_the_pool(
         factory = h.app.session_factory
         assert await _count(factory, Horoscope) == 24
         assert await _count(factory, GenerationClaim) == 0
-    finally:
-        await h.stop()
 
 
 async def test_no_telegram_call_while_holding_a_connection(harness: Harness) -> None:

@@ -55,12 +55,8 @@ def ha_harness(
     async def make(redis_url: str) -> AsyncIterator[Harness]:
         assert server.url is not None
         settings = settings_factory(telegram_api_url=server.url, redis_url=redis_url)
-        h = Harness(server, settings, database_url, redis_url, generator, clock)
-        await h.start()
-        try:
+        async with Harness(server, settings, database_url, redis_url, generator, clock) as h:
             yield h
-        finally:
-            await h.stop()
 
     return make
 
