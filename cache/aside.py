@@ -77,8 +77,6 @@ _UNAVAILABLE: Final = (
     OSError,
     TimeoutError,
 )
-#: Everything Redis (or the network) can throw at us; never reaches the caller.
-_REDIS_ERRORS: Final = REDIS_ERRORS
 
 # Write the value only while we still hold the lock, release it, wake the waiters. Publishing
 # happens even when the write is dropped so that waiters fall back at once instead of after
@@ -321,7 +319,7 @@ class CacheAside:
         try:
             await self._read_with_side(redis, None, commands)
             self.breaker.record_success()
-        except _REDIS_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             self._redis_failed(_side_namespace(commands[0]), exc)
             await self._side_failed(commands, exc)
 
@@ -475,7 +473,7 @@ class CacheAside:
                     data = await self._read_with_side(redis, ("GET", key), also)
                 else:
                     data = await self._batcher.execute_one(redis, cmd or ("GET", key))
-            except _REDIS_ERRORS as exc:
+            except REDIS_ERRORS as exc:
                 self._redis_failed(namespace_of(key), exc)
                 if also:
                     await self._side_failed(also, exc)
@@ -525,7 +523,7 @@ class CacheAside:
                     datas = got
                 use_redis = True
                 self.breaker.record_success()
-            except _REDIS_ERRORS as exc:
+            except REDIS_ERRORS as exc:
                 self._redis_failed(first_ns, exc)
                 await self._side_failed(also, exc)
         results: list[Any] = [None] * n
@@ -570,7 +568,7 @@ class CacheAside:
             datas = cast(
                 "list[bytes | None]", await self._batcher.execute_one(redis, ("MGET", *keys))
             )
-        except _REDIS_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             self._redis_failed(ns, exc)
             return [None] * len(keys)
         self.breaker.record_success()
@@ -664,7 +662,7 @@ class CacheAside:
         try:
             async with asyncio.timeout(self.op_timeout):
                 got = await lk.acquire()
-        except _REDIS_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             self._redis_failed(ns, exc)
             lk.lost = True
             return False
@@ -709,7 +707,7 @@ class CacheAside:
             async with asyncio.timeout(self.op_timeout):
                 await script_or_fallback(lk.redis, lua, cas)
             lk.forget()
-        except _REDIS_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             self._redis_failed(ns, exc)
             lk.forget()  # do not try again in hold(); the lease expires by itself
 
@@ -722,7 +720,7 @@ class CacheAside:
         try:
             async with asyncio.timeout(self.op_timeout):
                 await redis.set(ld.key, payload, px=px)
-        except _REDIS_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             self._redis_failed(ns, exc)
 
     async def _wait_for_value(self, redis: Redis, key: str, ns: str) -> bytes | None:
@@ -751,7 +749,7 @@ class CacheAside:
                     if msg is not None and msg.get("type") == "message":
                         break
             return await self._get(redis, key)
-        except _REDIS_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             self._redis_failed(ns, exc)
             return None
         finally:
@@ -849,7 +847,7 @@ class CacheAside:
                 for key, payload, px in writes:
                     pipe.set(key, payload, px=px)
                 await pipe.execute()
-        except _REDIS_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             self._redis_failed(ns, exc)
             return
         self.breaker.record_success()
@@ -877,7 +875,7 @@ class CacheAside:
     async def _delete_quietly(self, redis: Redis, names: Sequence[str], ns: str) -> None:
         try:
             await self._batcher.execute_one(redis, ("DEL", *names))
-        except _REDIS_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             self._redis_failed(ns, exc)
             return
         self.breaker.record_success()
@@ -903,7 +901,7 @@ class CacheAside:
         try:
             async with asyncio.timeout(self.op_timeout):
                 return bool(await self.redis.ping())
-        except _REDIS_ERRORS:
+        except REDIS_ERRORS:
             return False
 
     @property

@@ -134,10 +134,8 @@ class KeySpace:
         if self.hash_tags and parts:
             rest = ":".join(map(_part, parts))
             key = f"{self.prefix}:{self.version}:{_part(namespace)}:{{{rest}}}"
-            if len(key) > MAX_KEY_BYTES:
-                raise ValueError(f"key longer than {MAX_KEY_BYTES} bytes: {key[:60]!r}...")
-            return key
-        key = ":".join((self.prefix, self.version, _part(namespace), *map(_part, parts)))
+        else:
+            key = ":".join((self.prefix, self.version, _part(namespace), *map(_part, parts)))
         if len(key) > MAX_KEY_BYTES:  # parts are ASCII (checked above): chars == bytes
             raise ValueError(f"key longer than {MAX_KEY_BYTES} bytes: {key[:60]!r}...")
         return key
