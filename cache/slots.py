@@ -205,7 +205,9 @@ class ClusterBatcher:
                 )
             )
         replies: list[Any] = [None] * len(commands)
-        split_replies: dict[int, list[Any]] = {i: [None] * n for i, n in splits.items()}
+        split_replies: dict[int, list[Any]] = {
+            i: [None] * (max(subs) + 1) for i, subs in splits.items()
+        }
         ran = False
         for part, outcome in zip(parts, outcomes, strict=True):
             if isinstance(outcome, BaseException):
@@ -225,15 +227,16 @@ class ClusterBatcher:
         if not ran:
             raise next(o for o in outcomes if isinstance(o, NotSentError))
         for index, subs in split_replies.items():
-            replies[index] = self._merge(commands[index], subs)
+            replies[index] = self._merge(commands[index], subs, splits[index])
         return replies
 
     def _route(
         self, redis: RedisCluster, commands: Sequence[tuple[Any, ...]]
-    ) -> tuple[list[_Part], dict[int, int]]:
-        """Group the commands by the primary of their slot; split multi-key ones by slot."""
+    ) -> tuple[list[_Part], dict[int, list[int]]]:
+        """Group the commands by the primary of their slot; split multi-key ones by slot
+        (``splits``: per split command, the sub-command each of its keys went to)."""
         by_node: dict[str, _Part] = {}
-        splits: dict[int, int] = {}
+        splits: dict[int, list[int]] = {}
         manager = redis.nodes_manager
 
         def part_for(slot: int | None) -> _Part:
@@ -249,12 +252,20 @@ class ClusterBatcher:
         for index, command in enumerate(commands):
             name = str(command[0]).upper()
             if (name in _SPLIT_LIST or name in _SPLIT_SUM) and len(command) > 2:
-                by_slot: dict[int, list[Any]] = {}
+                sub_of: dict[int, int] = {}  # slot -> its sub-command
+                groups: list[tuple[int, list[Any]]] = []  # per sub-command: (slot, keys)
+                key_subs: list[int] = []  # per key: its sub-command
                 for key in command[1:]:
-                    by_slot.setdefault(key_slot(_as_bytes(key)), []).append(key)
-                if len(by_slot) > 1:
-                    splits[index] = len(by_slot)
-                    for sub, (slot, keys) in enumerate(by_slot.items()):
+                    slot = key_slot(_as_bytes(key))
+                    sub = sub_of.get(slot)
+                    if sub is None:
+                        sub = sub_of[slot] = len(groups)
+                        groups.append((slot, []))
+                    groups[sub][1].append(key)
+                    key_subs.append(sub)
+                if len(groups) > 1:
+                    splits[index] = key_subs
+                    for sub, (slot, keys) in enumerate(groups):
                         part = part_for(slot)
                         part.commands.append((command[0], *keys))
                         part.targets.append((index, sub))
@@ -268,10 +279,7 @@ class ClusterBatcher:
         client, batcher = self._for_node(part.node)
         try:
             replies = await batcher.execute(client, part.commands)
-        except NotSentError as exc:
-            self._refresh(redis, part.node, exc)
-            raise
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError) as exc:  # NotSentError included
             self._refresh(redis, part.node, exc)
             raise
         for i, reply in enumerate(replies):
@@ -309,31 +317,17 @@ class ClusterBatcher:
         return reply
 
     @staticmethod
-    def _merge(command: tuple[Any, ...], subs: list[Any]) -> Any:
-        """One reply for a command split by slot (the first error, if any)."""
+    def _merge(command: tuple[Any, ...], subs: list[Any], key_subs: list[int]) -> Any:
+        """One reply for a command split by slot (the first error, if any); ``key_subs``: the
+        sub-command each key went to, as ``_route`` split it."""
         for reply in subs:
             if isinstance(reply, Exception):
                 return reply
-        name = str(command[0]).upper()
-        if name in _SPLIT_SUM:
+        if str(command[0]).upper() in _SPLIT_SUM:
             return sum(int(r) for r in subs)
-        # MGET: the values in the order of the keys (the split kept each slot's keys in order)
-        by_slot: dict[int, list[Any]] = {}
-        order: list[int] = []
-        for key in command[1:]:
-            slot = key_slot(_as_bytes(key))
-            if slot not in by_slot:
-                by_slot[slot] = []
-                order.append(slot)
-        for slot, reply in zip(order, subs, strict=True):
-            by_slot[slot] = list(reply)
-        taken = dict.fromkeys(order, 0)
-        out = []
-        for key in command[1:]:
-            slot = key_slot(_as_bytes(key))
-            out.append(by_slot[slot][taken[slot]])
-            taken[slot] += 1
-        return out
+        # MGET: the values in the order of the keys (each sub-command kept its keys in order)
+        values = [iter(reply) for reply in subs]
+        return [next(values[sub]) for sub in key_subs]
 
     async def aclose(self) -> None:
         nodes, self._nodes = self._nodes, {}
