@@ -210,12 +210,22 @@ class HoroscopeService:
 
     def today(self, user: UserData | None) -> dt.date:
         """Today in the user's zone (NULL zone = BOT_TIMEZONE), from the injectable clock."""
-        zone = user.timezone if user is not None else None
-        return local_date(self.clock(), zone, self.settings.bot_timezone)
+        return self.date_for(user, Day.TODAY)
 
     def date_for(self, user: UserData | None, day: Day) -> dt.date:
-        today = self.today(user)
+        return self._date_in(user.timezone if user is not None else None, day)
+
+    def _date_in(self, zone: str | None, day: Day) -> dt.date:
+        """``day``'s date in ``zone`` (None = BOT_TIMEZONE), from the injectable clock."""
+        today = local_date(self.clock(), zone, self.settings.bot_timezone)
         return today if day is Day.TODAY else today + dt.timedelta(days=1)
+
+    def _loads(self, bot_id: int, sign: Sign, date: dt.date, lang: Lang) -> list[Load[Any]]:
+        """What showing a horoscope reads: its text and its sign picture's file_id."""
+        return [
+            self.repo.load_spec(sign, date, lang),
+            self.file_ids.load_spec(bot_id, sign_asset(sign)),
+        ]
 
     # ------------------------------------------------------------------ hints
 
@@ -234,16 +244,13 @@ class HoroscopeService:
         sign, lang, zone, _ = hint
         if sign is None:
             return None
-        today = local_date(self.clock(), zone, self.settings.bot_timezone)
-        date = today if day is Day.TODAY else today + dt.timedelta(days=1)
+        date = self._date_in(zone, day)
         spec = (sign, date, lang, bot_id)
         known = self._reads.get(spec)
         if known is None:
             if len(self._reads) >= _READS_MAX:
                 self._reads.clear()
-            text = self.repo.load_spec(sign, date, lang)
-            file_id = self.file_ids.load_spec(bot_id, sign_asset(sign))
-            pairs: Reads = ((text.key, text.codec), (file_id.key, file_id.codec))
+            pairs: Reads = tuple((ld.key, ld.codec) for ld in self._loads(bot_id, sign, date, lang))
             known = self._reads[spec] = (pairs, mget(pairs))
         reads = Prefetch(self.cache, known[0], known[1])
         return Prefetched(
@@ -299,14 +306,11 @@ class HoroscopeService:
         if got is not None:
             horoscope, ref = got
         else:
-            loads: list[Load[Any]] = [
-                self.repo.load_spec(sign, date, lang),
-                self.file_ids.load_spec(bot_id, sign_asset(sign)),
-            ]
             also: list[SideCommand] = []
             if count_view and view is None:
                 view = self.views.ticket(sign, date)
                 also.append(view.command)
+            loads = self._loads(bot_id, sign, date, lang)
             horoscope, ref = await self.cache.load_many(loads, also=also)
         if not isinstance(horoscope, HoroscopeData):  # a foreign NOT_FOUND: load directly
             horoscope = await self.repo.get_or_generate(sign, date, lang)
