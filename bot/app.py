@@ -32,11 +32,11 @@ from bot.domain.services.throttle import Throttle
 from bot.ops.metrics import REGISTRY
 from bot.ops.outages import OUTAGES, REDIS
 from bot.ops.runtime import pin_response_models
+from bot.ops.stores import keyspace_for
 from bot.telegram.context import AppContext
 from bot.telegram.handlers import routers
 from bot.telegram.middlewares import ContextMiddleware, UnitOfWorkMiddleware, UserMiddleware
-from cache import CacheAside, CacheMetrics, KeySpace
-from cache.client import is_cluster
+from cache import CacheAside, CacheMetrics
 from db.repositories.context import DataContext
 from db.types import HoroscopeGenerator
 
@@ -108,11 +108,7 @@ def build_app(
         op_timeout=max(settings.redis_socket_timeout, 0.05),
     )
     _report_redis_outages(cache)
-    # On a Redis Cluster every key carries a hash tag (cache/keys.py): what one script touches
-    # shares a slot. One server or Sentinel: the names stay as they always were.
-    keyspace = KeySpace(
-        settings.cache_prefix, settings.cache_schema_version, hash_tags=is_cluster(stores.redis)
-    )
+    keyspace = keyspace_for(settings, stores.redis)
     data = DataContext(
         cache=cache, keys=keyspace, session_factory=stores.session_factory, tz=settings.tz
     )

@@ -17,9 +17,8 @@ from rich.table import Table
 
 from bot.config import Settings
 from bot.domain.clock import local_date, utc_now
-from bot.ops.stores import LocalServers, open_stores
-from cache import CacheAside, KeySpace
-from cache.client import is_cluster
+from bot.ops.stores import LocalServers, keyspace_for, open_stores
+from cache import CacheAside
 from jobs.deps import JobDeps
 from jobs.precompute import PrecomputeItem, PrecomputeOutcome, PrecomputeReport, run_precompute
 
@@ -67,11 +66,7 @@ async def precompute_command(
         deps = JobDeps(
             settings=settings,
             cache=cache,
-            keyspace=KeySpace(
-                settings.cache_prefix,
-                settings.cache_schema_version,
-                hash_tags=is_cluster(stores.redis),
-            ),
+            keyspace=keyspace_for(settings, stores.redis),
             session_factory=stores.session_factory,
             redis=redis,
             generator=generator,

@@ -27,7 +27,8 @@ from bot.config import ConfigError, Settings
 from bot.ops.metrics import DB_BREAKER_STATE, DB_REJECTED
 from bot.ops.outages import OUTAGES, POSTGRES
 from cache.breaker import CircuitBreaker
-from cache.client import create_redis
+from cache.client import create_redis, is_cluster
+from cache.keys import KeySpace
 from db.engine import create_engine, create_session_factory
 from db.guard import PostgresGuard
 
@@ -50,6 +51,15 @@ class Stores:
     database_url: str
     redis_url: str
     embedded: Any = None
+
+
+def keyspace_for(settings: Settings, redis: Redis) -> KeySpace:
+    """The deployment's cache key space (the app and the CLI's jobs alike). On a Redis Cluster
+    every key carries a hash tag (cache/keys.py): what one script touches shares a slot. One
+    server or Sentinel: the names stay as they always were."""
+    return KeySpace(
+        settings.cache_prefix, settings.cache_schema_version, hash_tags=is_cluster(redis)
+    )
 
 
 #: Seconds the pools get to close at the end; a hung Postgres must not keep the process alive.
