@@ -17,6 +17,9 @@ def _servers(redis_url: str, postgres_server_url: str, monkeypatch: pytest.Monke
     """The benchmarks read REDIS_URL / DATABASE_URL: point them at the test run's servers."""
     monkeypatch.setenv("REDIS_URL", os.environ.get("REDIS_URL") or redis_url)
     monkeypatch.setenv("DATABASE_URL", os.environ.get("DATABASE_URL") or postgres_server_url)
+    # Counts, not speed: Redis gets the longest command timeout the settings allow, so a busy
+    # CI machine cannot turn a warm read into a Postgres fallback (a timed-out GET).
+    monkeypatch.setenv("REDIS_SOCKET_TIMEOUT", "5")
 
 
 async def test_bot_throughput_counts() -> None:
@@ -33,14 +36,8 @@ async def test_bot_throughput_counts() -> None:
             assert s["updates"] == 24
             assert s["failures"] == 0
             assert s["replies"] == 24  # every /today answered with a picture
-    # warm path of this project: no SQL, a couple of Redis round trips. A loaded machine can
-    # make a Redis command time out; the read then falls back to Postgres (a "load" or
-    # "redis_error" event), so SQL is allowed only where the cache counted one.
-    warm_c1 = v["redis"]["c1"]
-    events = warm_c1["cache_events"]
-    fallbacks = events.get("load", 0.0) + events.get("redis_error", 0.0)
-    assert warm_c1["sql_per_update"] == 0 or fallbacks > 0, events
-    assert events.get("hit", 0.0) > 0
+    # warm path of this project: no SQL, a couple of Redis round trips
+    assert v["redis"]["c1"]["sql_per_update"] == 0, v["redis"]["c1"]["cache_events"]
     assert 1 <= v["redis"]["c1"]["redis_round_trips_per_update"] <= 3
     # the seeds' way: user read + last-seen UPDATE + horoscope read + view upsert
     assert v["seeds"]["c1"]["sql_per_update"] >= 3
