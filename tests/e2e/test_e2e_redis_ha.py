@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import redis as redis_sync
 
+from cache import REDIS_ERRORS
 from db.repositories.views import HoroscopeViewRepository
 from db.types import Sign
 from devtools.botapi import BotAPIServer
@@ -103,6 +104,19 @@ async def _ask_until(h: Harness, users: list[int], failover: asyncio.Task[Any]) 
     return sent
 
 
+async def _client_follows(h: Harness, key: str) -> None:
+    """Until the bot's own client reaches ``key``'s new master: redis-py refreshes its slot
+    map after a failover only when its refresh back-off allows (refreshes that failed during
+    the failover push the next one out), and until then commands for that slot fail."""
+    async with asyncio.timeout(60):
+        while True:
+            try:
+                await h.redis.exists(key)
+                return
+            except REDIS_ERRORS:
+                await asyncio.sleep(0.1)
+
+
 async def _counted_exactly(h: Harness, date: dt.date, before: int, requests: int) -> None:
     """Every count is in Postgres but at most the ambiguous ones (``side_unknown``); the 30
     of phase 1, acknowledged by the replica, are never lost."""
@@ -157,6 +171,7 @@ async def test_cluster_master_killed_during_traffic(
         failover = asyncio.create_task(cluster.await_failover(victim))
         requests = 30 + await _ask_until(h, users, failover)
         await failover
+        await _client_follows(h, buffer)
         # phase 3: after the failover, the buffer is served by the promoted replica again
         for uid in users:
             await _today(h, uid)
